@@ -1,0 +1,156 @@
+//! The audit hash chain: how an entry's hash is computed and how the chain is verified.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::{AuditRecord, Store, StoreError};
+
+/// The hash the chain starts from (the "previous hash" of entry 1).
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// SHA-256 over an unambiguous encoding (a JSON array) of every field of an entry and the
+/// previous entry's hash, hex.
+#[allow(clippy::too_many_arguments)]
+pub fn entry_hash(
+    seq: i64,
+    at_ms: i64,
+    actor: &str,
+    action: &str,
+    object: &str,
+    outcome: &str,
+    detail: &str,
+    prev_hash: &str,
+) -> String {
+    let encoded = serde_json::json!([seq, at_ms, actor, action, object, outcome, detail, prev_hash]).to_string();
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, encoded.as_bytes()))
+}
+
+/// One thing wrong with the audit chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditProblem {
+    /// The entry where the problem shows.
+    pub seq: i64,
+    /// What is wrong, in words.
+    pub problem: String,
+}
+
+/// Result of verifying the whole chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditReport {
+    /// Entries read.
+    pub entries: i64,
+    /// Problems found, in chain order; empty when the chain is intact.
+    pub problems: Vec<AuditProblem>,
+}
+
+impl AuditReport {
+    /// Whether the chain is intact.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+const PAGE: i64 = 5_000;
+
+fn record(row: &sqlx::any::AnyRow) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        seq: row.try_get("seq")?,
+        at_ms: row.try_get("at_ms")?,
+        actor: row.try_get("actor")?,
+        action: row.try_get("action")?,
+        object: row.try_get("object")?,
+        outcome: row.try_get("outcome")?,
+        detail: row.try_get("detail")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+impl Store {
+    /// Audit entries with `seq > after`, oldest first, at most `limit`.
+    pub async fn audit_entries(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at_ms, actor, action, object, outcome, detail, prev_hash, hash FROM audit_log \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit.clamp(1, PAGE))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(record).collect()
+    }
+
+    /// Walks the whole chain and reports every edited, deleted, inserted or reordered entry.
+    pub async fn verify_audit(&self) -> Result<AuditReport, StoreError> {
+        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(self.pool()).await?;
+        let head_seq: i64 = head.try_get("seq")?;
+        let head_hash: String = head.try_get("hash")?;
+        let mut problems = Vec::new();
+        let mut expected_seq = 1;
+        let mut prev_hash = GENESIS_HASH.to_string();
+        let mut entries = 0;
+        let mut after = 0;
+        loop {
+            let page = self.audit_entries(after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for entry in page {
+                entries += 1;
+                if entry.seq != expected_seq {
+                    problems.push(AuditProblem {
+                        seq: entry.seq,
+                        problem: if entry.seq > expected_seq {
+                            format!("entries {expected_seq} to {} are missing (deleted)", entry.seq - 1)
+                        } else {
+                            format!("entry {} is out of sequence", entry.seq)
+                        },
+                    });
+                } else if entry.prev_hash != prev_hash {
+                    problems.push(AuditProblem {
+                        seq: entry.seq,
+                        problem: format!(
+                            "entry {} does not follow the entry before it (entries were inserted, deleted or reordered here)",
+                            entry.seq
+                        ),
+                    });
+                }
+                let recomputed = entry_hash(
+                    entry.seq,
+                    entry.at_ms,
+                    &entry.actor,
+                    &entry.action,
+                    &entry.object,
+                    &entry.outcome,
+                    &entry.detail,
+                    &entry.prev_hash,
+                );
+                if recomputed != entry.hash {
+                    problems.push(AuditProblem {
+                        seq: entry.seq,
+                        problem: format!("entry {} was edited (its content no longer matches its hash)", entry.seq),
+                    });
+                }
+                expected_seq = entry.seq + 1;
+                prev_hash = entry.hash;
+            }
+        }
+        let last_seq = expected_seq - 1;
+        if last_seq < head_seq {
+            problems.push(AuditProblem {
+                seq: last_seq + 1,
+                problem: format!("entries {} to {head_seq} are missing (deleted from the end)", last_seq + 1),
+            });
+        } else if last_seq > head_seq {
+            problems.push(AuditProblem {
+                seq: head_seq + 1,
+                problem: format!("entries {} to {last_seq} were inserted after the recorded end of the chain", head_seq + 1),
+            });
+        } else if prev_hash != head_hash && problems.is_empty() {
+            problems.push(AuditProblem {
+                seq: head_seq,
+                problem: format!("entry {head_seq} does not match the recorded end of the chain"),
+            });
+        }
+        Ok(AuditReport { entries, problems })
+    }
+}

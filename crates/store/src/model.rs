@@ -1,0 +1,312 @@
+//! The records the store keeps and the changes it applies.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// How a certificate came into the inventory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertificateSource {
+    /// Issued by this certkeeper.
+    Issued,
+    /// Loaded with `certkeeper import`.
+    Imported,
+    /// One of this certkeeper's own CA certificates.
+    Ca,
+}
+
+impl CertificateSource {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertificateSource::Issued => "issued",
+            CertificateSource::Imported => "imported",
+            CertificateSource::Ca => "ca",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Result<Self, crate::StoreError> {
+        match text {
+            "issued" => Ok(CertificateSource::Issued),
+            "imported" => Ok(CertificateSource::Imported),
+            "ca" => Ok(CertificateSource::Ca),
+            other => Err(crate::StoreError::Corrupt(format!("unknown certificate source {other:?}"))),
+        }
+    }
+}
+
+/// Lifecycle status of a certificate. `expired` is derived from notAfter at query time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertificateStatus {
+    /// Valid until notAfter.
+    Active,
+    /// Past notAfter (derived, never stored).
+    Expired,
+    /// Revoked.
+    Revoked,
+}
+
+impl CertificateStatus {
+    /// Name used in the API and CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertificateStatus::Active => "active",
+            CertificateStatus::Expired => "expired",
+            CertificateStatus::Revoked => "revoked",
+        }
+    }
+}
+
+impl std::str::FromStr for CertificateStatus {
+    type Err = crate::StoreError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "active" => Ok(CertificateStatus::Active),
+            "expired" => Ok(CertificateStatus::Expired),
+            "revoked" => Ok(CertificateStatus::Revoked),
+            other => Err(crate::StoreError::InvalidQuery(format!(
+                "unknown status {other:?} (allowed: active, expired, revoked)"
+            ))),
+        }
+    }
+}
+
+/// A certificate to add to the inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewCertificate {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// Issuer DN.
+    pub issuer: String,
+    /// Subject DN.
+    pub subject: String,
+    /// Subject CN.
+    pub common_name: Option<String>,
+    /// SANs as `DNS:name`, `IP:addr`, `URI:...`, `email:...`.
+    pub sans: Vec<String>,
+    /// notBefore, Unix seconds.
+    pub not_before: i64,
+    /// notAfter, Unix seconds.
+    pub not_after: i64,
+    /// Key label (`ecdsa-p256`, `rsa-2048`, ...).
+    pub key_algorithm: String,
+    /// SHA-256 of the SubjectPublicKeyInfo, hex.
+    pub spki_sha256: String,
+    /// SHA-256 of the certificate, hex (unique).
+    pub fingerprint_sha256: String,
+    /// Profile it was issued under.
+    pub profile: Option<String>,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Who asked for it (token id, or `import`).
+    pub requester: String,
+    /// Where it came from.
+    pub source: CertificateSource,
+    /// Free-form labels.
+    pub labels: BTreeMap<String, String>,
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+}
+
+/// A certificate as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateRecord {
+    /// Inventory id.
+    pub id: i64,
+    /// Stored facts.
+    #[serde(flatten)]
+    pub certificate: NewCertificate,
+    /// Status (with `expired` derived).
+    pub status: CertificateStatus,
+    /// When it entered the inventory, Unix seconds.
+    pub created_at: i64,
+}
+
+/// Result of an action, as audited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Done.
+    Success,
+    /// Refused by policy, profile, validation or authorisation.
+    Denied,
+    /// Failed for another reason.
+    Failure,
+}
+
+impl Outcome {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
+/// An audit entry to append.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Who: a token id, `admin-bootstrap`, `cli`, `anonymous`.
+    pub actor: String,
+    /// What, such as `certificate.issue` or `token.create`.
+    pub action: String,
+    /// On what: a serial, token id, CA name.
+    pub object: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Extra facts (never secrets).
+    pub detail: serde_json::Value,
+}
+
+/// An audit entry as stored, with its place in the hash chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Position in the chain, from 1.
+    pub seq: i64,
+    /// Time, milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub object: String,
+    /// How it ended.
+    pub outcome: String,
+    /// Extra facts, JSON text.
+    pub detail: String,
+    /// Hash of the previous entry.
+    pub prev_hash: String,
+    /// Hash of this entry (covers every field above).
+    pub hash: String,
+}
+
+/// An API token to create. Only the SHA-256 of its secret is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewToken {
+    /// Public id (part of the token string).
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// Role: admin, issuer or auditor.
+    pub role: String,
+    /// Tenant scope; `None` means every tenant.
+    pub tenant: Option<String>,
+    /// SHA-256 of the secret, hex.
+    pub secret_sha256: String,
+    /// Who created it.
+    pub created_by: String,
+    /// Expiry, Unix seconds.
+    pub expires_at: Option<i64>,
+}
+
+/// An API token as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Stored facts.
+    #[serde(flatten)]
+    pub token: NewToken,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Revocation time, Unix seconds.
+    pub revoked_at: Option<i64>,
+}
+
+/// One atomic, audited change. Everything in it commits together or not at all.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// Certificates to add.
+    pub certificates: Vec<NewCertificate>,
+    /// Skip (and report) certificates already in the inventory instead of failing.
+    pub skip_duplicate_certificates: bool,
+    /// Tokens to create.
+    pub tokens: Vec<NewToken>,
+    /// Token id to revoke (must exist and not be revoked yet).
+    pub revoke_token: Option<String>,
+    /// Settings to upsert.
+    pub settings: Vec<(String, String)>,
+    /// Audit entries describing the change (or a denial, alone).
+    pub audit: Vec<AuditEvent>,
+}
+
+/// What a committed change did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeOutcome {
+    /// Inventory ids of the inserted certificates.
+    pub inserted_certificate_ids: Vec<i64>,
+    /// Fingerprints skipped as already present.
+    pub duplicate_fingerprints: Vec<String>,
+    /// Sequence numbers of the appended audit entries.
+    pub audit_seqs: Vec<i64>,
+}
+
+/// Sort orders for certificate search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum CertificateSort {
+    /// Soonest expiry first.
+    #[default]
+    #[serde(rename = "not_after")]
+    NotAfterAsc,
+    /// Latest expiry first.
+    #[serde(rename = "-not_after")]
+    NotAfterDesc,
+    /// Oldest in the inventory first.
+    #[serde(rename = "created")]
+    CreatedAsc,
+    /// Newest in the inventory first.
+    #[serde(rename = "-created")]
+    CreatedDesc,
+}
+
+impl std::str::FromStr for CertificateSort {
+    type Err = crate::StoreError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "not_after" => Ok(CertificateSort::NotAfterAsc),
+            "-not_after" => Ok(CertificateSort::NotAfterDesc),
+            "created" => Ok(CertificateSort::CreatedAsc),
+            "-created" => Ok(CertificateSort::CreatedDesc),
+            other => Err(crate::StoreError::InvalidQuery(format!(
+                "unknown sort {other:?} (allowed: not_after, -not_after, created, -created)"
+            ))),
+        }
+    }
+}
+
+/// A certificate search.
+#[derive(Debug, Clone, Default)]
+pub struct CertificateQuery {
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Only this status.
+    pub status: Option<CertificateStatus>,
+    /// Subject CN or a SAN contains this text (case-insensitive).
+    pub name_contains: Option<String>,
+    /// Only certificates still valid that expire within this many seconds.
+    pub expiring_within_seconds: Option<i64>,
+    /// Only certificates carrying this label name and value.
+    pub label: Option<(String, String)>,
+    /// Only this serial (hex).
+    pub serial: Option<String>,
+    /// Order.
+    pub sort: CertificateSort,
+    /// Page size (1..=1000).
+    pub limit: u32,
+    /// Opaque cursor from a previous page.
+    pub cursor: Option<String>,
+    /// "Now", Unix seconds, for expiry filters.
+    pub now: i64,
+}
+
+/// One page of results.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Cursor for the next page, if there is one.
+    pub next_cursor: Option<String>,
+}

@@ -1,0 +1,209 @@
+//! The single writer: groups concurrent changes into one transaction (group commit)
+//! and appends their audit entries to the hash chain in order.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyPool, Row, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::audit::entry_hash;
+use crate::{Backend, Change, ChangeOutcome, StoreError, now_ms};
+
+/// Most changes committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+pub(crate) struct WriteRequest {
+    pub change: Change,
+    pub reply: oneshot::Sender<Result<ChangeOutcome, StoreError>>,
+}
+
+pub(crate) fn spawn(pool: AnyPool, backend: Backend) -> mpsc::Sender<WriteRequest> {
+    let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
+    tokio::spawn(run(pool, backend, receiver));
+    sender
+}
+
+async fn run(pool: AnyPool, _backend: Backend, mut requests: mpsc::Receiver<WriteRequest>) {
+    while let Some(first) = requests.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let changes: Vec<&Change> = batch.iter().map(|r| &r.change).collect();
+        match commit(&pool, &changes).await {
+            Ok(outcomes) => {
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = request.reply.send(Ok(outcome));
+                }
+            }
+            Err(error) if batch.len() == 1 => {
+                if let Some(request) = batch.pop() {
+                    let _ = request.reply.send(Err(error));
+                }
+            }
+            Err(_) => {
+                // One change spoiled the group: commit each alone so only it fails.
+                for request in batch {
+                    let result = commit(&pool, &[&request.change]).await;
+                    let _ = request.reply.send(result.map(|mut outcomes| outcomes.pop().unwrap_or_default()));
+                }
+            }
+        }
+    }
+}
+
+async fn commit(pool: &AnyPool, changes: &[&Change]) -> Result<Vec<ChangeOutcome>, StoreError> {
+    let mut tx = pool.begin().await?;
+    // Taking the head row's write lock first serialises appenders, across processes too.
+    let head: AnyRow = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+        .fetch_one(&mut *tx)
+        .await?;
+    let mut seq: i64 = head.try_get("seq")?;
+    let mut prev_hash: String = head.try_get("hash")?;
+    let now_ms = now_ms();
+    let now_s = now_ms / 1000;
+    let mut outcomes = Vec::with_capacity(changes.len());
+    for change in changes {
+        let mut outcome = ChangeOutcome::default();
+        apply_change(&mut tx, change, now_s, &mut outcome).await?;
+        for event in &change.audit {
+            seq += 1;
+            let detail = event.detail.to_string();
+            let hash = entry_hash(
+                seq,
+                now_ms,
+                &event.actor,
+                &event.action,
+                &event.object,
+                event.outcome.as_str(),
+                &detail,
+                &prev_hash,
+            );
+            sqlx::query(
+                "INSERT INTO audit_log (seq, at_ms, actor, action, object, outcome, detail, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(seq)
+            .bind(now_ms)
+            .bind(&event.actor)
+            .bind(&event.action)
+            .bind(&event.object)
+            .bind(event.outcome.as_str())
+            .bind(&detail)
+            .bind(&prev_hash)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+            outcome.audit_seqs.push(seq);
+            prev_hash = hash;
+        }
+        outcomes.push(outcome);
+    }
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(seq)
+        .bind(&prev_hash)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn apply_change(
+    tx: &mut Transaction<'static, Any>,
+    change: &Change,
+    now_s: i64,
+    outcome: &mut ChangeOutcome,
+) -> Result<(), StoreError> {
+    for cert in &change.certificates {
+        let sans = serde_json::to_string(&cert.sans).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let labels = serde_json::to_string(&cert.labels).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut search = cert.common_name.clone().unwrap_or_default();
+        for san in &cert.sans {
+            search.push(' ');
+            search.push_str(san.split_once(':').map_or(san.as_str(), |(_, value)| value));
+        }
+        let conflict = if change.skip_duplicate_certificates {
+            " ON CONFLICT (fingerprint_sha256) DO NOTHING"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "INSERT INTO certificates (serial, issuer, subject, common_name, sans, san_search, not_before, not_after, \
+             key_algorithm, spki_sha256, fingerprint_sha256, profile, tenant, requester, source, status, labels, der, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'active', $16, $17, $18){conflict} RETURNING id"
+        );
+        let row = sqlx::query(&sql)
+            .bind(&cert.serial)
+            .bind(&cert.issuer)
+            .bind(&cert.subject)
+            .bind(&cert.common_name)
+            .bind(&sans)
+            .bind(search.to_lowercase())
+            .bind(cert.not_before)
+            .bind(cert.not_after)
+            .bind(&cert.key_algorithm)
+            .bind(&cert.spki_sha256)
+            .bind(&cert.fingerprint_sha256)
+            .bind(&cert.profile)
+            .bind(&cert.tenant)
+            .bind(&cert.requester)
+            .bind(cert.source.as_str())
+            .bind(&labels)
+            .bind(&cert.der)
+            .bind(now_s)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some(row) = row else {
+            outcome.duplicate_fingerprints.push(cert.fingerprint_sha256.clone());
+            continue;
+        };
+        let id: i64 = row.try_get("id")?;
+        for (name, value) in &cert.labels {
+            sqlx::query("INSERT INTO certificate_labels (certificate_id, name, value) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(name)
+                .bind(value)
+                .execute(&mut **tx)
+                .await?;
+        }
+        outcome.inserted_certificate_ids.push(id);
+    }
+    for token in &change.tokens {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, name, role, tenant, secret_sha256, created_at, created_by, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&token.id)
+        .bind(&token.name)
+        .bind(&token.role)
+        .bind(&token.tenant)
+        .bind(&token.secret_sha256)
+        .bind(now_s)
+        .bind(&token.created_by)
+        .bind(token.expires_at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if let Some(id) = &change.revoke_token {
+        let result = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now_s)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("active token {id:?}")));
+        }
+    }
+    for (name, value) in &change.settings {
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
