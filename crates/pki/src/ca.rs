@@ -5,8 +5,8 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use crate::extensions::authority_info_access;
-use crate::key::SharedSigner;
-use crate::{IssuerUrls, PkiError, Signer, parse_certificate, parse_csr};
+use crate::key::{SharedSigner, key_identifier};
+use crate::{IssuerUrls, PkiError, PublicKeyInfo, Signer, parse_certificate, parse_csr};
 
 /// The subject of a CA certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +22,9 @@ pub struct CaSubject {
 impl CaSubject {
     fn to_rcgen(&self) -> Result<rcgen::DistinguishedName, PkiError> {
         if self.common_name.trim().is_empty() {
-            return Err(PkiError::InvalidRequest("a CA needs a non-empty common name".into()));
+            return Err(PkiError::InvalidRequest(
+                "a CA needs a non-empty common name".into(),
+            ));
         }
         let mut dn = rcgen::DistinguishedName::new();
         if let Some(country) = &self.country {
@@ -31,9 +33,14 @@ impl CaSubject {
                     "country {country:?} must be two upper-case letters (ISO 3166), such as US"
                 )));
             }
-            let printable = rcgen::string::PrintableString::try_from(country.as_str())
-                .map_err(|_| PkiError::InvalidRequest(format!("country {country:?} is not printable")))?;
-            dn.push(rcgen::DnType::CountryName, rcgen::DnValue::PrintableString(printable));
+            let printable =
+                rcgen::string::PrintableString::try_from(country.as_str()).map_err(|_| {
+                    PkiError::InvalidRequest(format!("country {country:?} is not printable"))
+                })?;
+            dn.push(
+                rcgen::DnType::CountryName,
+                rcgen::DnValue::PrintableString(printable),
+            );
         }
         if let Some(organization) = &self.organization {
             dn.push(rcgen::DnType::OrganizationName, organization.as_str());
@@ -60,15 +67,21 @@ pub struct CaCertificateRequest<'a> {
     pub urls: Option<&'a IssuerUrls>,
 }
 
-fn ca_params(request: &CaCertificateRequest<'_>) -> Result<rcgen::CertificateParams, PkiError> {
+fn ca_params(
+    request: &CaCertificateRequest<'_>,
+    subject_key: &PublicKeyInfo,
+) -> Result<rcgen::CertificateParams, PkiError> {
     if request.not_after <= request.not_before {
-        return Err(PkiError::InvalidRequest("the CA lifetime must be positive".into()));
+        return Err(PkiError::InvalidRequest(
+            "the CA lifetime must be positive".into(),
+        ));
     }
     let mut params = rcgen::CertificateParams::default();
     params.serial_number = Some(rcgen::SerialNumber::from_slice(&request.serial));
     params.not_before = request.not_before;
     params.not_after = request.not_after;
     params.distinguished_name = request.subject.to_rcgen()?;
+    params.key_identifier_method = key_identifier(subject_key);
     params.is_ca = rcgen::IsCa::Ca(match request.path_len {
         Some(len) => rcgen::BasicConstraints::Constrained(len),
         None => rcgen::BasicConstraints::Unconstrained,
@@ -80,24 +93,33 @@ fn ca_params(request: &CaCertificateRequest<'_>) -> Result<rcgen::CertificatePar
     ];
     if let Some(urls) = request.urls {
         if let Some(crl) = &urls.crl {
-            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: vec![crl.clone()] }];
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: vec![crl.clone()],
+            }];
         }
-        params
-            .custom_extensions
-            .extend(authority_info_access(urls.ocsp.as_deref(), urls.ca_issuers.as_deref()));
+        params.custom_extensions.extend(authority_info_access(
+            urls.ocsp.as_deref(),
+            urls.ca_issuers.as_deref(),
+        ));
     }
     Ok(params)
 }
 
 /// Builds a self-signed root CA certificate.
-pub fn build_root(request: &CaCertificateRequest<'_>, key: Arc<dyn Signer>) -> Result<Vec<u8>, PkiError> {
-    let params = ca_params(request)?;
+pub fn build_root(
+    request: &CaCertificateRequest<'_>,
+    key: Arc<dyn Signer>,
+) -> Result<Vec<u8>, PkiError> {
+    let params = ca_params(request, key.public_key())?;
     let cert = params.self_signed(&SharedSigner(key))?;
     Ok(cert.der().to_vec())
 }
 
 /// Builds a PKCS#10 request for an intermediate CA key, to be signed by an (offline) root.
-pub fn build_intermediate_csr(subject: &CaSubject, key: Arc<dyn Signer>) -> Result<Vec<u8>, PkiError> {
+pub fn build_intermediate_csr(
+    subject: &CaSubject,
+    key: Arc<dyn Signer>,
+) -> Result<Vec<u8>, PkiError> {
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = subject.to_rcgen()?;
     let csr = params.serialize_request(&SharedSigner(key))?;
@@ -110,12 +132,16 @@ pub fn sign_intermediate(
     request: &CaCertificateRequest<'_>,
     parent: &CaIssuer,
 ) -> Result<Vec<u8>, PkiError> {
-    let mut params = ca_params(request)?;
-    params.use_authority_key_identifier_extension = true;
     let cert = match subject_key {
-        IntermediateKey::Signer(key) => params.signed_by(&SharedSigner(key), parent.rcgen_issuer())?,
+        IntermediateKey::Signer(key) => {
+            let mut params = ca_params(request, key.public_key())?;
+            params.use_authority_key_identifier_extension = true;
+            params.signed_by(&SharedSigner(key), parent.rcgen_issuer())?
+        }
         IntermediateKey::Csr(csr_bytes) => {
             let info = parse_csr(csr_bytes)?;
+            let mut params = ca_params(request, &info.public_key)?;
+            params.use_authority_key_identifier_extension = true;
             let der = match csr_bytes.first() {
                 Some(0x30) => csr_bytes.to_vec(),
                 _ => pem::parse(csr_bytes)
@@ -167,8 +193,11 @@ impl CaIssuer {
                 "the private key does not belong to the CA certificate".into(),
             ));
         }
-        let issuer = rcgen::Issuer::from_ca_cert_der(&certificate_der.as_slice().into(), SharedSigner(signer.clone()))
-            .map_err(|e| PkiError::MalformedCertificate(e.to_string()))?;
+        let issuer = rcgen::Issuer::from_ca_cert_der(
+            &certificate_der.as_slice().into(),
+            SharedSigner(signer.clone()),
+        )
+        .map_err(|e| PkiError::MalformedCertificate(e.to_string()))?;
         Ok(CaIssuer {
             issuer,
             certificate_der,

@@ -37,10 +37,11 @@ impl SanEntry {
 
     pub(crate) fn to_rcgen(&self) -> Result<rcgen::SanType, PkiError> {
         let ia5 = |value: &str| {
-            value
-                .to_string()
-                .try_into()
-                .map_err(|_| PkiError::InvalidRequest(format!("name {value:?} is not ASCII (IA5String); use its punycode form")))
+            value.to_string().try_into().map_err(|_| {
+                PkiError::InvalidRequest(format!(
+                    "name {value:?} is not ASCII (IA5String); use its punycode form"
+                ))
+            })
         };
         Ok(match self {
             SanEntry::Dns(name) => rcgen::SanType::DnsName(ia5(name)?),
@@ -70,8 +71,12 @@ pub(crate) fn san_entries<'a>(names: impl Iterator<Item = &'a GeneralName<'a>>) 
             GeneralName::URI(v) => Some(SanEntry::Uri((*v).to_string())),
             GeneralName::RFC822Name(v) => Some(SanEntry::Email((*v).to_string())),
             GeneralName::IPAddress(bytes) => match bytes.len() {
-                4 => <[u8; 4]>::try_from(*bytes).ok().map(|b| SanEntry::Ip(IpAddr::from(b))),
-                16 => <[u8; 16]>::try_from(*bytes).ok().map(|b| SanEntry::Ip(IpAddr::from(b))),
+                4 => <[u8; 4]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| SanEntry::Ip(IpAddr::from(b))),
+                16 => <[u8; 16]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| SanEntry::Ip(IpAddr::from(b))),
                 _ => None,
             },
             _ => None,
@@ -112,10 +117,13 @@ pub struct CertificateSummary {
 
 /// Reads the inventory facts from a DER certificate.
 pub fn parse_certificate(der: &[u8]) -> Result<CertificateSummary, PkiError> {
-    let (rest, cert) = X509Certificate::from_der(der)
-        .map_err(|e| PkiError::MalformedCertificate(format!("not a DER X.509 certificate ({e})")))?;
+    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| {
+        PkiError::MalformedCertificate(format!("not a DER X.509 certificate ({e})"))
+    })?;
     if !rest.is_empty() {
-        return Err(PkiError::MalformedCertificate("trailing bytes after the certificate".into()));
+        return Err(PkiError::MalformedCertificate(
+            "trailing bytes after the certificate".into(),
+        ));
     }
     let tbs = &cert.tbs_certificate;
     let spki_der = tbs.subject_pki.raw;
@@ -128,7 +136,9 @@ pub fn parse_certificate(der: &[u8]) -> Result<CertificateSummary, PkiError> {
     let mut subject_key_id = None;
     for ext in tbs.extensions() {
         match ext.parsed_extension() {
-            ParsedExtension::SubjectAlternativeName(san) => sans = san_entries(san.general_names.iter()),
+            ParsedExtension::SubjectAlternativeName(san) => {
+                sans = san_entries(san.general_names.iter())
+            }
             ParsedExtension::AuthorityKeyIdentifier(aki) => {
                 authority_key_id = aki.key_identifier.as_ref().map(|k| hex::encode(k.0))
             }
@@ -181,7 +191,9 @@ pub fn pem_to_der_certificates(input: &[u8]) -> Result<Vec<Vec<u8>>, PkiError> {
         .map(|p| p.into_contents())
         .collect();
     if certs.is_empty() {
-        return Err(PkiError::MalformedCertificate("no CERTIFICATE block found".into()));
+        return Err(PkiError::MalformedCertificate(
+            "no CERTIFICATE block found".into(),
+        ));
     }
     Ok(certs)
 }

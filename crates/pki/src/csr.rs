@@ -24,13 +24,19 @@ pub struct CsrInfo {
 /// Decodes a CSR (PEM or DER), verifies its self-signature and checks its key.
 pub fn parse_csr(input: &[u8]) -> Result<CsrInfo, PkiError> {
     if input.len() > MAX_CSR_BYTES {
-        return Err(PkiError::MalformedCsr(format!("larger than {MAX_CSR_BYTES} bytes")));
+        return Err(PkiError::MalformedCsr(format!(
+            "larger than {MAX_CSR_BYTES} bytes"
+        )));
     }
     let der = if input.first() == Some(&0x30) {
         input.to_vec()
     } else {
-        let block = pem::parse(input).map_err(|e| PkiError::MalformedCsr(format!("not PEM or DER ({e})")))?;
-        if !matches!(block.tag(), "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST") {
+        let block = pem::parse(input)
+            .map_err(|e| PkiError::MalformedCsr(format!("not PEM or DER ({e})")))?;
+        if !matches!(
+            block.tag(),
+            "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST"
+        ) {
             return Err(PkiError::MalformedCsr(format!(
                 "PEM block is {:?}, expected \"CERTIFICATE REQUEST\"",
                 block.tag()
@@ -41,11 +47,14 @@ pub fn parse_csr(input: &[u8]) -> Result<CsrInfo, PkiError> {
     let (rest, csr) = X509CertificationRequest::from_der(&der)
         .map_err(|e| PkiError::MalformedCsr(format!("undecodable PKCS#10 ({e})")))?;
     if !rest.is_empty() {
-        return Err(PkiError::MalformedCsr("trailing bytes after the request".into()));
+        return Err(PkiError::MalformedCsr(
+            "trailing bytes after the request".into(),
+        ));
     }
     let info = &csr.certification_request_info;
     let public_key = check_spki(&info.subject_pki, info.subject_pki.raw)?;
-    csr.verify_signature().map_err(|_| PkiError::BadCsrSignature)?;
+    csr.verify_signature()
+        .map_err(|_| PkiError::BadCsrSignature)?;
 
     let mut sans = Vec::new();
     if let Some(extensions) = csr.requested_extensions() {

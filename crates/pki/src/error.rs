@@ -4,10 +4,14 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum PkiError {
     /// The CSR could not be decoded.
-    #[error("malformed CSR: {0}; send a PKCS#10 request in PEM or DER (for example from `openssl req -new`)")]
+    #[error(
+        "malformed CSR: {0}; send a PKCS#10 request in PEM or DER (for example from `openssl req -new`)"
+    )]
     MalformedCsr(String),
     /// The CSR's self-signature does not verify against its public key.
-    #[error("the CSR signature does not verify against its public key; re-create the CSR with the matching private key")]
+    #[error(
+        "the CSR signature does not verify against its public key; re-create the CSR with the matching private key"
+    )]
     BadCsrSignature,
     /// A key that is too weak to certify.
     #[error("weak key: {0}")]

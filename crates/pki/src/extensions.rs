@@ -11,11 +11,15 @@ const OID_CERTIFICATE_POLICIES: &[u64] = &[2, 5, 29, 32];
 const OID_CABF_DOMAIN_VALIDATED: &[u64] = &[2, 23, 140, 1, 2, 1];
 
 /// authorityInfoAccess with an OCSP responder and a caIssuers URL (RFC 5280 4.2.2.1).
-pub(crate) fn authority_info_access(ocsp_url: Option<&str>, ca_issuers_url: Option<&str>) -> Option<rcgen::CustomExtension> {
-    let entries: Vec<(&[u64], &str)> = [(OID_AD_OCSP, ocsp_url), (OID_AD_CA_ISSUERS, ca_issuers_url)]
-        .into_iter()
-        .filter_map(|(oid, url)| url.map(|u| (oid, u)))
-        .collect();
+pub(crate) fn authority_info_access(
+    ocsp_url: Option<&str>,
+    ca_issuers_url: Option<&str>,
+) -> Option<rcgen::CustomExtension> {
+    let entries: Vec<(&[u64], &str)> =
+        [(OID_AD_OCSP, ocsp_url), (OID_AD_CA_ISSUERS, ca_issuers_url)]
+            .into_iter()
+            .filter_map(|(oid, url)| url.map(|u| (oid, u)))
+            .collect();
     if entries.is_empty() {
         return None;
     }
@@ -23,15 +27,22 @@ pub(crate) fn authority_info_access(ocsp_url: Option<&str>, ca_issuers_url: Opti
         writer.write_sequence(|writer| {
             for (method, url) in &entries {
                 writer.next().write_sequence(|writer| {
-                    writer.next().write_oid(&ObjectIdentifier::from_slice(method));
                     writer
                         .next()
-                        .write_tagged_implicit(Tag::context(6), |writer| writer.write_ia5_string(url));
+                        .write_oid(&ObjectIdentifier::from_slice(method));
+                    writer
+                        .next()
+                        .write_tagged_implicit(Tag::context(6), |writer| {
+                            writer.write_ia5_string(url)
+                        });
                 });
             }
         });
     });
-    Some(rcgen::CustomExtension::from_oid_content(OID_AUTHORITY_INFO_ACCESS, content))
+    Some(rcgen::CustomExtension::from_oid_content(
+        OID_AUTHORITY_INFO_ACCESS,
+        content,
+    ))
 }
 
 /// certificatePolicies asserting the CA/B Forum domain-validated policy.

@@ -40,7 +40,13 @@ pub struct LeafRequest<'a> {
 
 impl Profile {
     /// Checks a request against this profile; the error says which constraint failed.
-    pub fn check(&self, public_key: &PublicKeyInfo, common_name: Option<&str>, sans: &[SanEntry], lifetime_seconds: u64) -> Result<(), PkiError> {
+    pub fn check(
+        &self,
+        public_key: &PublicKeyInfo,
+        common_name: Option<&str>,
+        sans: &[SanEntry],
+        lifetime_seconds: u64,
+    ) -> Result<(), PkiError> {
         if !self.key_kinds.contains(&public_key.kind) {
             let allowed: Vec<&str> = self.key_kinds.iter().map(|k| k.name()).collect();
             return Err(PkiError::ProfileViolation(format!(
@@ -81,7 +87,9 @@ impl Profile {
             )));
         }
         if lifetime_seconds == 0 {
-            return Err(PkiError::ProfileViolation("the requested lifetime is zero".into()));
+            return Err(PkiError::ProfileViolation(
+                "the requested lifetime is zero".into(),
+            ));
         }
         if lifetime_seconds > self.max_validity_seconds {
             return Err(PkiError::ProfileViolation(format!(
@@ -119,9 +127,15 @@ pub fn build_leaf(request: &LeafRequest<'_>, ca: &CaIssuer) -> Result<Vec<u8>, P
     params.not_after = request.not_after;
     params.distinguished_name = rcgen::DistinguishedName::new();
     if let Some(cn) = request.common_name {
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
     }
-    params.subject_alt_names = request.sans.iter().map(SanEntry::to_rcgen).collect::<Result<_, _>>()?;
+    params.subject_alt_names = request
+        .sans
+        .iter()
+        .map(SanEntry::to_rcgen)
+        .collect::<Result<_, _>>()?;
     // BR 7.1.2.7: subscriber certificates need no basicConstraints and should not carry an SKI;
     // other profiles state CA:FALSE and carry an SKI (RFC 5280 4.2.1.2).
     params.is_ca = if profile.cabf_server {
@@ -135,17 +149,26 @@ pub fn build_leaf(request: &LeafRequest<'_>, ca: &CaIssuer) -> Result<Vec<u8>, P
         .filter(|usage| usage.fits(request.public_key.kind))
         .map(|usage| usage.to_rcgen())
         .collect();
-    params.extended_key_usages = profile.extended_key_usage.iter().map(|eku| eku.to_rcgen()).collect();
+    params.extended_key_usages = profile
+        .extended_key_usage
+        .iter()
+        .map(|eku| eku.to_rcgen())
+        .collect();
     params.use_authority_key_identifier_extension = true;
+    params.key_identifier_method = crate::key::key_identifier(request.public_key);
     if let Some(crl) = &request.urls.crl {
-        params.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: vec![crl.clone()] }];
+        params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+            uris: vec![crl.clone()],
+        }];
     }
     params.custom_extensions.extend(authority_info_access(
         request.urls.ocsp.as_deref(),
         request.urls.ca_issuers.as_deref(),
     ));
     if profile.cabf_server {
-        params.custom_extensions.push(cabf_domain_validated_policy());
+        params
+            .custom_extensions
+            .push(cabf_domain_validated_policy());
     }
     let certificate = params.signed_by(request.public_key, ca.rcgen_issuer())?;
     Ok(certificate.der().to_vec())

@@ -31,10 +31,13 @@ pub enum KeyAlgorithm {
     /// ECDSA on NIST P-384 with SHA-384 signatures.
     EcdsaP384,
     /// RSA 2048-bit, PKCS#1 v1.5 SHA-256 signatures.
+    #[serde(rename = "rsa-2048")]
     Rsa2048,
     /// RSA 3072-bit, PKCS#1 v1.5 SHA-256 signatures.
+    #[serde(rename = "rsa-3072")]
     Rsa3072,
     /// RSA 4096-bit, PKCS#1 v1.5 SHA-256 signatures.
+    #[serde(rename = "rsa-4096")]
     Rsa4096,
     /// Ed25519.
     Ed25519,
@@ -219,12 +222,14 @@ pub(crate) fn check_spki(
         }
         OID_RSA_ENCRYPTION => {
             let Ok(PublicKey::RSA(rsa)) = spki.parsed() else {
-                return Err(PkiError::UnsupportedKey("undecodable RSA public key".into()));
+                return Err(PkiError::UnsupportedKey(
+                    "undecodable RSA public key".into(),
+                ));
             };
             let bits = u32::try_from(rsa.key_size()).unwrap_or(u32::MAX);
-            let exponent = rsa.try_exponent().map_err(|_| {
-                PkiError::UnsupportedKey("RSA public exponent is too large".into())
-            })?;
+            let exponent = rsa
+                .try_exponent()
+                .map_err(|_| PkiError::UnsupportedKey("RSA public exponent is too large".into()))?;
             if exponent < 3 || exponent % 2 == 0 {
                 return Err(PkiError::WeakKey(format!(
                     "RSA public exponent {exponent} is not allowed; use 65537"
@@ -244,7 +249,9 @@ pub(crate) fn check_spki(
         }
         OID_ED25519 => {
             if raw_public_key.len() != 32 {
-                return Err(PkiError::UnsupportedKey("Ed25519 key is not 32 bytes".into()));
+                return Err(PkiError::UnsupportedKey(
+                    "Ed25519 key is not 32 bytes".into(),
+                ));
             }
             (KeyKind::Ed25519, 256)
         }
@@ -260,6 +267,13 @@ pub(crate) fn check_spki(
         spki_der: spki_der.to_vec(),
         raw_public_key,
     })
+}
+
+/// Key identifier per RFC 7093 section 2 method 1: the leftmost 160 bits of the SHA-256
+/// of the subjectPublicKey bits.
+pub(crate) fn key_identifier(key: &PublicKeyInfo) -> rcgen::KeyIdMethod {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &key.raw_public_key);
+    rcgen::KeyIdMethod::PreSpecified(digest.as_ref()[..20].to_vec())
 }
 
 /// Something that can sign with a CA key: a software key today, a PKCS#11 key later.
@@ -369,7 +383,8 @@ impl Signer for SoftwareKey {
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, PkiError> {
-        rcgen::SigningKey::sign(&self.key_pair, message).map_err(|e| PkiError::Signing(e.to_string()))
+        rcgen::SigningKey::sign(&self.key_pair, message)
+            .map_err(|e| PkiError::Signing(e.to_string()))
     }
 }
 
@@ -389,7 +404,12 @@ mod tests {
 
     #[test]
     fn generated_keys_report_their_algorithm() {
-        for algorithm in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Ed25519, KeyAlgorithm::Rsa2048] {
+        for algorithm in [
+            KeyAlgorithm::EcdsaP256,
+            KeyAlgorithm::EcdsaP384,
+            KeyAlgorithm::Ed25519,
+            KeyAlgorithm::Rsa2048,
+        ] {
             let key = SoftwareKey::generate(algorithm).unwrap();
             let (kind, bits) = algorithm.kind_and_bits();
             assert_eq!(key.public_key().kind, kind);

@@ -1,1 +1,117 @@
+//! The certkeeper server: CA service, REST API under `/api/v1`, and the plain-HTTP
+//! endpoints relying parties use. The binary crate wires it to the command line.
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod ca;
+pub mod config;
+mod error;
+pub mod files;
+pub mod issuance;
+pub mod problem;
+mod serve;
+mod tls;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use certkeeper_pki::{IssuerUrls, Profile};
+use certkeeper_policy::Policy;
+use certkeeper_store::{AuditEvent, Change, Outcome, Store};
+
+pub use error::ServerError;
+pub use serve::{ServeOptions, Started, start};
+
+use crate::auth::TokenVerifier;
+use crate::ca::LoadedCa;
+use crate::problem::Problem;
+
+/// Tenant names.
+pub struct Tenant;
+
+impl Tenant {
+    /// The tenant used when neither the request nor the token names one.
+    pub const DEFAULT: &'static str = "default";
+    /// The tenant that owns certkeeper's own certificates (CA, server TLS).
+    pub const SYSTEM: &'static str = "system";
+
+    /// Tenant names are 1-63 lower-case letters, digits and '-'.
+    pub fn validate(name: &str) -> Result<(), Problem> {
+        if name.is_empty()
+            || name.len() > 63
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(Problem::malformed(format!(
+                "tenant {name:?} must be 1-63 lower-case letters, digits or '-'"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Everything a request handler needs.
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// The issuing CA.
+    pub ca: LoadedCa,
+    /// Profiles by name.
+    pub profiles: HashMap<String, Profile>,
+    /// The policy.
+    pub policy: Policy,
+    /// URLs written into issued certificates.
+    pub urls: IssuerUrls,
+    /// Token verification with its cache.
+    pub tokens: TokenVerifier,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// The data directory.
+    pub data_dir: PathBuf,
+}
+
+impl AppState {
+    /// The profile called `name`.
+    pub fn profile(&self, name: &str) -> Result<&Profile, Problem> {
+        self.profiles.get(name).ok_or_else(|| {
+            let mut known: Vec<String> = self.profiles.keys().cloned().collect();
+            known.sort();
+            Problem::unknown_profile(name, &known)
+        })
+    }
+
+    /// Appends a denial to the audit log and hands the problem back. If the audit write itself
+    /// fails, the caller gets that failure (503) instead: a denial is never silently unaudited.
+    pub async fn audit_denial(
+        &self,
+        actor: &str,
+        action: &str,
+        object: &str,
+        problem: Problem,
+    ) -> Problem {
+        let event = AuditEvent {
+            actor: actor.into(),
+            action: action.into(),
+            object: object.into(),
+            outcome: Outcome::Denied,
+            detail: serde_json::json!({"type": problem.kind, "status": problem.status, "detail": problem.detail}),
+        };
+        match self
+            .store
+            .apply(Change {
+                audit: vec![event],
+                ..Change::default()
+            })
+            .await
+        {
+            Ok(_) => problem,
+            Err(error) => Problem::from(error),
+        }
+    }
+}
+
+/// Shared state handle.
+pub type SharedState = Arc<AppState>;

@@ -21,8 +21,14 @@ pub fn entry_hash(
     detail: &str,
     prev_hash: &str,
 ) -> String {
-    let encoded = serde_json::json!([seq, at_ms, actor, action, object, outcome, detail, prev_hash]).to_string();
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, encoded.as_bytes()))
+    let encoded = serde_json::json!([
+        seq, at_ms, actor, action, object, outcome, detail, prev_hash
+    ])
+    .to_string();
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        encoded.as_bytes(),
+    ))
 }
 
 /// One thing wrong with the audit chain.
@@ -68,7 +74,11 @@ fn record(row: &sqlx::any::AnyRow) -> Result<AuditRecord, StoreError> {
 
 impl Store {
     /// Audit entries with `seq > after`, oldest first, at most `limit`.
-    pub async fn audit_entries(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+    pub async fn audit_entries(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, at_ms, actor, action, object, outcome, detail, prev_hash, hash FROM audit_log \
              WHERE seq > $1 ORDER BY seq LIMIT $2",
@@ -82,7 +92,9 @@ impl Store {
 
     /// Walks the whole chain and reports every edited, deleted, inserted or reordered entry.
     pub async fn verify_audit(&self) -> Result<AuditReport, StoreError> {
-        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(self.pool()).await?;
+        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(self.pool())
+            .await?;
         let head_seq: i64 = head.try_get("seq")?;
         let head_hash: String = head.try_get("hash")?;
         let mut problems = Vec::new();
@@ -100,7 +112,10 @@ impl Store {
                     problems.push(AuditProblem {
                         seq: entry.seq,
                         problem: if entry.seq > expected_seq {
-                            format!("entries {expected_seq} to {} are missing (deleted)", entry.seq - 1)
+                            format!(
+                                "entries {expected_seq} to {} are missing (deleted)",
+                                entry.seq - 1
+                            )
                         } else {
                             format!("entry {} is out of sequence", entry.seq)
                         },
@@ -127,7 +142,10 @@ impl Store {
                 if recomputed != entry.hash {
                     problems.push(AuditProblem {
                         seq: entry.seq,
-                        problem: format!("entry {} was edited (its content no longer matches its hash)", entry.seq),
+                        problem: format!(
+                            "entry {} was edited (its content no longer matches its hash)",
+                            entry.seq
+                        ),
                     });
                 }
                 expected_seq = entry.seq + 1;
@@ -138,12 +156,18 @@ impl Store {
         if last_seq < head_seq {
             problems.push(AuditProblem {
                 seq: last_seq + 1,
-                problem: format!("entries {} to {head_seq} are missing (deleted from the end)", last_seq + 1),
+                problem: format!(
+                    "entries {} to {head_seq} are missing (deleted from the end)",
+                    last_seq + 1
+                ),
             });
         } else if last_seq > head_seq {
             problems.push(AuditProblem {
                 seq: head_seq + 1,
-                problem: format!("entries {} to {last_seq} were inserted after the recorded end of the chain", head_seq + 1),
+                problem: format!(
+                    "entries {} to {last_seq} were inserted after the recorded end of the chain",
+                    head_seq + 1
+                ),
             });
         } else if prev_hash != head_hash && problems.is_empty() {
             problems.push(AuditProblem {

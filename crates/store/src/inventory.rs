@@ -4,8 +4,8 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::{
-    CertificateQuery, CertificateRecord, CertificateSort, CertificateSource, CertificateStatus, NewCertificate, Page,
-    Store, StoreError,
+    CertificateQuery, CertificateRecord, CertificateSort, CertificateSource, CertificateStatus,
+    NewCertificate, Page, Store, StoreError,
 };
 
 const COLUMNS: &str = "id, serial, issuer, subject, common_name, sans, not_before, not_after, key_algorithm, \
@@ -45,7 +45,8 @@ fn decode(row: &AnyRow, now: i64) -> Result<CertificateRecord, StoreError> {
             tenant: row.try_get("tenant")?,
             requester: row.try_get("requester")?,
             source: CertificateSource::parse(&source)?,
-            labels: serde_json::from_str(&labels).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            labels: serde_json::from_str(&labels)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             der: row.try_get("der")?,
         },
         status,
@@ -68,22 +69,33 @@ fn escape_like(text: &str) -> String {
 
 impl Store {
     /// Certificates with this serial (hex), from any issuer.
-    pub async fn certificates_by_serial(&self, serial: &str, now: i64) -> Result<Vec<CertificateRecord>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM certificates WHERE serial = $1 ORDER BY id"))
-            .bind(serial.to_lowercase())
-            .fetch_all(self.pool())
-            .await?;
+    pub async fn certificates_by_serial(
+        &self,
+        serial: &str,
+        now: i64,
+    ) -> Result<Vec<CertificateRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM certificates WHERE serial = $1 ORDER BY id"
+        ))
+        .bind(serial.to_lowercase())
+        .fetch_all(self.pool())
+        .await?;
         rows.iter().map(|row| decode(row, now)).collect()
     }
 
     /// Number of certificates in the inventory.
     pub async fn count_certificates(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM certificates").fetch_one(self.pool()).await?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM certificates")
+            .fetch_one(self.pool())
+            .await?;
         Ok(row.try_get("n")?)
     }
 
     /// Searches the inventory; every filter is served by an index except `name_contains`.
-    pub async fn search_certificates(&self, query: &CertificateQuery) -> Result<Page<CertificateRecord>, StoreError> {
+    pub async fn search_certificates(
+        &self,
+        query: &CertificateQuery,
+    ) -> Result<Page<CertificateRecord>, StoreError> {
         let mut conditions: Vec<String> = Vec::new();
         let mut binds: Vec<Bind> = Vec::new();
         let mut push = |condition: &str, values: Vec<Bind>, binds: &mut Vec<Bind>| {
@@ -98,20 +110,35 @@ impl Store {
             push("tenant = ?", vec![Bind::Text(tenant.clone())], &mut binds);
         }
         match query.status {
-            Some(CertificateStatus::Active) => push("status = 'active' AND not_after >= ?", vec![Bind::Int(query.now)], &mut binds),
-            Some(CertificateStatus::Expired) => push("status = 'active' AND not_after < ?", vec![Bind::Int(query.now)], &mut binds),
+            Some(CertificateStatus::Active) => push(
+                "status = 'active' AND not_after >= ?",
+                vec![Bind::Int(query.now)],
+                &mut binds,
+            ),
+            Some(CertificateStatus::Expired) => push(
+                "status = 'active' AND not_after < ?",
+                vec![Bind::Int(query.now)],
+                &mut binds,
+            ),
             Some(CertificateStatus::Revoked) => push("status = 'revoked'", vec![], &mut binds),
             None => {}
         }
         if let Some(within) = query.expiring_within_seconds {
             push(
                 "not_after >= ? AND not_after <= ?",
-                vec![Bind::Int(query.now), Bind::Int(query.now.saturating_add(within))],
+                vec![
+                    Bind::Int(query.now),
+                    Bind::Int(query.now.saturating_add(within)),
+                ],
                 &mut binds,
             );
         }
         if let Some(text) = &query.name_contains {
-            push("san_search LIKE ? ESCAPE '\\'", vec![Bind::Text(escape_like(text))], &mut binds);
+            push(
+                "san_search LIKE ? ESCAPE '\\'",
+                vec![Bind::Text(escape_like(text))],
+                &mut binds,
+            );
         }
         if let Some((name, value)) = &query.label {
             push(
@@ -121,7 +148,11 @@ impl Store {
             );
         }
         if let Some(serial) = &query.serial {
-            push("serial = ?", vec![Bind::Text(serial.to_lowercase())], &mut binds);
+            push(
+                "serial = ?",
+                vec![Bind::Text(serial.to_lowercase())],
+                &mut binds,
+            );
         }
         let (column, descending) = match query.sort {
             CertificateSort::NotAfterAsc => ("not_after", false),
@@ -166,11 +197,18 @@ impl Store {
             };
         }
         let rows = statement.fetch_all(self.pool()).await?;
-        let mut items = rows.iter().map(|row| decode(row, query.now)).collect::<Result<Vec<_>, _>>()?;
+        let mut items = rows
+            .iter()
+            .map(|row| decode(row, query.now))
+            .collect::<Result<Vec<_>, _>>()?;
         let next_cursor = if items.len() > limit as usize {
             items.truncate(limit as usize);
             items.last().map(|last| {
-                let value = if column == "id" { last.id } else { last.certificate.not_after };
+                let value = if column == "id" {
+                    last.id
+                } else {
+                    last.certificate.not_after
+                };
                 format!("{value}.{}", last.id)
             })
         } else {
@@ -193,7 +231,14 @@ impl Store {
 }
 
 fn parse_cursor(cursor: &str) -> Result<(i64, i64), StoreError> {
-    let invalid = || StoreError::InvalidQuery(format!("cursor {cursor:?} is not one this server handed out"));
+    let invalid = || {
+        StoreError::InvalidQuery(format!(
+            "cursor {cursor:?} is not one this server handed out"
+        ))
+    };
     let (value, id) = cursor.split_once('.').ok_or_else(invalid)?;
-    Ok((value.parse().map_err(|_| invalid())?, id.parse().map_err(|_| invalid())?))
+    Ok((
+        value.parse().map_err(|_| invalid())?,
+        id.parse().map_err(|_| invalid())?,
+    ))
 }

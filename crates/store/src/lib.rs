@@ -45,13 +45,18 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
 
 /// The URL of the embedded SQLite database inside a data directory.
 pub fn sqlite_url(data_dir: &Path) -> String {
-    format!("sqlite://{}?mode=rwc", data_dir.join("certkeeper.db").display())
+    format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.join("certkeeper.db").display()
+    )
 }
 
 impl Store {
@@ -85,10 +90,9 @@ impl Store {
                     Ok(())
                 })
             });
-        let pool = options
-            .connect(url)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot connect to {}: {e}", redact_url(url))))?;
+        let pool = options.connect(url).await.map_err(|e| {
+            StoreError::Unavailable(format!("cannot connect to {}: {e}", redact_url(url)))
+        })?;
         let migrator = match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
@@ -98,7 +102,11 @@ impl Store {
             .await
             .map_err(|e| StoreError::Unavailable(format!("schema migration failed: {e}")))?;
         let writer = writer::spawn(pool.clone(), backend);
-        Ok(Store { pool, backend, writer })
+        Ok(Store {
+            pool,
+            backend,
+            writer,
+        })
     }
 
     /// Which engine this store uses.
@@ -135,7 +143,12 @@ pub fn redact_url(url: &str) -> String {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let credentials = &url[scheme_end + 3..at];
             match credentials.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &credentials[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
                 None => url.to_string(),
             }
         }

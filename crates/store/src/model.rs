@@ -31,7 +31,9 @@ impl CertificateSource {
             "issued" => Ok(CertificateSource::Issued),
             "imported" => Ok(CertificateSource::Imported),
             "ca" => Ok(CertificateSource::Ca),
-            other => Err(crate::StoreError::Corrupt(format!("unknown certificate source {other:?}"))),
+            other => Err(crate::StoreError::Corrupt(format!(
+                "unknown certificate source {other:?}"
+            ))),
         }
     }
 }

@@ -5,7 +5,8 @@ use sqlx::any::AnyRow;
 
 use crate::{NewToken, Store, StoreError, TokenRecord};
 
-const COLUMNS: &str = "id, name, role, tenant, secret_sha256, created_at, created_by, expires_at, revoked_at";
+const COLUMNS: &str =
+    "id, name, role, tenant, secret_sha256, created_at, created_by, expires_at, revoked_at";
 
 fn decode(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
@@ -35,9 +36,11 @@ impl Store {
 
     /// Every token, oldest first.
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM api_tokens ORDER BY created_at, id"))
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM api_tokens ORDER BY created_at, id"
+        ))
+        .fetch_all(self.pool())
+        .await?;
         rows.iter().map(decode).collect()
     }
 }

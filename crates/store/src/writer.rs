@@ -47,7 +47,9 @@ async fn run(pool: AnyPool, _backend: Backend, mut requests: mpsc::Receiver<Writ
                 // One change spoiled the group: commit each alone so only it fails.
                 for request in batch {
                     let result = commit(&pool, &[&request.change]).await;
-                    let _ = request.reply.send(result.map(|mut outcomes| outcomes.pop().unwrap_or_default()));
+                    let _ = request
+                        .reply
+                        .send(result.map(|mut outcomes| outcomes.pop().unwrap_or_default()));
                 }
             }
         }
@@ -57,9 +59,10 @@ async fn run(pool: AnyPool, _backend: Backend, mut requests: mpsc::Receiver<Writ
 async fn commit(pool: &AnyPool, changes: &[&Change]) -> Result<Vec<ChangeOutcome>, StoreError> {
     let mut tx = pool.begin().await?;
     // Taking the head row's write lock first serialises appenders, across processes too.
-    let head: AnyRow = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
-        .fetch_one(&mut *tx)
-        .await?;
+    let head: AnyRow =
+        sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+            .fetch_one(&mut *tx)
+            .await?;
     let mut seq: i64 = head.try_get("seq")?;
     let mut prev_hash: String = head.try_get("hash")?;
     let now_ms = now_ms();
@@ -117,8 +120,10 @@ async fn apply_change(
     outcome: &mut ChangeOutcome,
 ) -> Result<(), StoreError> {
     for cert in &change.certificates {
-        let sans = serde_json::to_string(&cert.sans).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let labels = serde_json::to_string(&cert.labels).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let sans =
+            serde_json::to_string(&cert.sans).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let labels =
+            serde_json::to_string(&cert.labels).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut search = cert.common_name.clone().unwrap_or_default();
         for san in &cert.sans {
             search.push(' ');
@@ -156,17 +161,21 @@ async fn apply_change(
             .fetch_optional(&mut **tx)
             .await?;
         let Some(row) = row else {
-            outcome.duplicate_fingerprints.push(cert.fingerprint_sha256.clone());
+            outcome
+                .duplicate_fingerprints
+                .push(cert.fingerprint_sha256.clone());
             continue;
         };
         let id: i64 = row.try_get("id")?;
         for (name, value) in &cert.labels {
-            sqlx::query("INSERT INTO certificate_labels (certificate_id, name, value) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(name)
-                .bind(value)
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO certificate_labels (certificate_id, name, value) VALUES ($1, $2, $3)",
+            )
+            .bind(id)
+            .bind(name)
+            .bind(value)
+            .execute(&mut **tx)
+            .await?;
         }
         outcome.inserted_certificate_ids.push(id);
     }
@@ -187,11 +196,13 @@ async fn apply_change(
         .await?;
     }
     if let Some(id) = &change.revoke_token {
-        let result = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now_s)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
+        let result = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now_s)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("active token {id:?}")));
         }

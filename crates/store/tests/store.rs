@@ -15,17 +15,23 @@ impl TestDb {
     async fn drop_database(&self) {
         if let Some(name) = &self.postgres_name {
             let mut conn = AnyConnection::connect(&admin_url()).await.unwrap();
-            conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await.unwrap();
+            conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .await
+                .unwrap();
         }
     }
 }
 
 fn admin_url() -> String {
-    std::env::var("CERTKEEPER_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("CERTKEEPER_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 async fn sqlite_db(dir: &tempfile::TempDir) -> TestDb {
-    TestDb { url: sqlite_url(dir.path()), postgres_name: None }
+    TestDb {
+        url: sqlite_url(dir.path()),
+        postgres_name: None,
+    }
 }
 
 async fn postgres_db() -> TestDb {
@@ -37,13 +43,24 @@ async fn postgres_db() -> TestDb {
     let mut name_bytes = [0u8; 6];
     aws_lc_rs_fill(&mut name_bytes);
     let name = format!("ck_test_{}", hex::encode(name_bytes));
-    conn.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
-    let base = admin.rsplit_once('/').map(|(base, _)| base.to_string()).unwrap();
-    TestDb { url: format!("{base}/{name}"), postgres_name: Some(name) }
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let base = admin
+        .rsplit_once('/')
+        .map(|(base, _)| base.to_string())
+        .unwrap();
+    TestDb {
+        url: format!("{base}/{name}"),
+        postgres_name: Some(name),
+    }
 }
 
 fn aws_lc_rs_fill(bytes: &mut [u8]) {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let seed = nanos ^ (std::process::id() as u128) << 64 ^ (bytes.as_ptr() as u128);
     for (i, b) in bytes.iter_mut().enumerate() {
         *b = (seed >> (i * 8 % 120)) as u8 ^ (i as u8).wrapping_mul(37);
@@ -68,13 +85,24 @@ macro_rules! both_backends {
                 let name = db.postgres_name.clone();
                 let body = $body;
                 body(db).await;
-                TestDb { url, postgres_name: name }.drop_database().await;
+                TestDb {
+                    url,
+                    postgres_name: name,
+                }
+                .drop_database()
+                .await;
             }
         }
     };
 }
 
-fn certificate(serial: &str, cn: &str, tenant: &str, not_after: i64, labels: &[(&str, &str)]) -> NewCertificate {
+fn certificate(
+    serial: &str,
+    cn: &str,
+    tenant: &str,
+    not_after: i64,
+    labels: &[(&str, &str)],
+) -> NewCertificate {
     NewCertificate {
         serial: serial.into(),
         issuer: "CN=Test Intermediate".into(),
@@ -90,7 +118,10 @@ fn certificate(serial: &str, cn: &str, tenant: &str, not_after: i64, labels: &[(
         tenant: tenant.into(),
         requester: "tok1".into(),
         source: CertificateSource::Issued,
-        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
         der: vec![0x30, 0x03, 0x02, 0x01, 0x01],
     }
 }
@@ -107,79 +138,197 @@ fn event(action: &str, object: &str) -> AuditEvent {
 
 fn issue_change(cert: NewCertificate) -> Change {
     let object = cert.serial.clone();
-    Change { certificates: vec![cert], audit: vec![event("certificate.issue", &object)], ..Change::default() }
+    Change {
+        certificates: vec![cert],
+        audit: vec![event("certificate.issue", &object)],
+        ..Change::default()
+    }
 }
 
 const NOW: i64 = 1_800_000_000;
 
-both_backends!(inventory_search_filters_and_paginates, |db: TestDb| async move {
-    let store = Store::open(&db.url).await.unwrap();
-    for i in 0..25 {
-        let tenant = if i % 2 == 0 { "blue" } else { "green" };
-        let team = if i % 5 == 0 { "payments" } else { "web" };
-        let cert = certificate(&format!("{i:04x}"), &format!("host{i}.example.com"), tenant, NOW + i * 86_400 - 3 * 86_400, &[("team", team)]);
-        store.apply(issue_change(cert)).await.unwrap();
-    }
-    assert_eq!(store.count_certificates().await.unwrap(), 25);
+both_backends!(
+    inventory_search_filters_and_paginates,
+    |db: TestDb| async move {
+        let store = Store::open(&db.url).await.unwrap();
+        for i in 0..25 {
+            let tenant = if i % 2 == 0 { "blue" } else { "green" };
+            let team = if i % 5 == 0 { "payments" } else { "web" };
+            let cert = certificate(
+                &format!("{i:04x}"),
+                &format!("host{i}.example.com"),
+                tenant,
+                NOW + i * 86_400 - 3 * 86_400,
+                &[("team", team)],
+            );
+            store.apply(issue_change(cert)).await.unwrap();
+        }
+        assert_eq!(store.count_certificates().await.unwrap(), 25);
 
-    let found = store.certificates_by_serial("000A", NOW).await.unwrap();
-    assert_eq!(found.len(), 1);
-    assert_eq!(found[0].certificate.common_name.as_deref(), Some("host10.example.com"));
+        let found = store.certificates_by_serial("000A", NOW).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            found[0].certificate.common_name.as_deref(),
+            Some("host10.example.com")
+        );
 
-    let base = CertificateQuery { now: NOW, limit: 100, ..CertificateQuery::default() };
-    let blue = store.search_certificates(&CertificateQuery { tenant: Some("blue".into()), ..base.clone() }).await.unwrap();
-    assert_eq!(blue.items.len(), 13);
-    assert!(blue.items.iter().all(|c| c.certificate.tenant == "blue"));
+        let base = CertificateQuery {
+            now: NOW,
+            limit: 100,
+            ..CertificateQuery::default()
+        };
+        let blue = store
+            .search_certificates(&CertificateQuery {
+                tenant: Some("blue".into()),
+                ..base.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(blue.items.len(), 13);
+        assert!(blue.items.iter().all(|c| c.certificate.tenant == "blue"));
 
-    let expired = store.search_certificates(&CertificateQuery { status: Some(CertificateStatus::Expired), ..base.clone() }).await.unwrap();
-    assert_eq!(expired.items.len(), 3, "certificates 0..=2 ended before NOW");
-    assert!(expired.items.iter().all(|c| c.status == CertificateStatus::Expired));
+        let expired = store
+            .search_certificates(&CertificateQuery {
+                status: Some(CertificateStatus::Expired),
+                ..base.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            expired.items.len(),
+            3,
+            "certificates 0..=2 ended before NOW"
+        );
+        assert!(
+            expired
+                .items
+                .iter()
+                .all(|c| c.status == CertificateStatus::Expired)
+        );
 
-    let soon = store.search_certificates(&CertificateQuery { expiring_within_seconds: Some(7 * 86_400), ..base.clone() }).await.unwrap();
-    let soon_serials: Vec<&str> = soon.items.iter().map(|c| c.certificate.serial.as_str()).collect();
-    assert_eq!(soon_serials, ["0003", "0004", "0005", "0006", "0007", "0008", "0009", "000a"]);
+        let soon = store
+            .search_certificates(&CertificateQuery {
+                expiring_within_seconds: Some(7 * 86_400),
+                ..base.clone()
+            })
+            .await
+            .unwrap();
+        let soon_serials: Vec<&str> = soon
+            .items
+            .iter()
+            .map(|c| c.certificate.serial.as_str())
+            .collect();
+        assert_eq!(
+            soon_serials,
+            [
+                "0003", "0004", "0005", "0006", "0007", "0008", "0009", "000a"
+            ]
+        );
 
-    let by_name = store.search_certificates(&CertificateQuery { name_contains: Some("HOST1".into()), ..base.clone() }).await.unwrap();
-    assert_eq!(by_name.items.len(), 11, "host1 and host10..host19");
-    let wildcard_literal = store.search_certificates(&CertificateQuery { name_contains: Some("%".into()), ..base.clone() }).await.unwrap();
-    assert!(wildcard_literal.items.is_empty(), "LIKE metacharacters are escaped");
+        let by_name = store
+            .search_certificates(&CertificateQuery {
+                name_contains: Some("HOST1".into()),
+                ..base.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(by_name.items.len(), 11, "host1 and host10..host19");
+        let wildcard_literal = store
+            .search_certificates(&CertificateQuery {
+                name_contains: Some("%".into()),
+                ..base.clone()
+            })
+            .await
+            .unwrap();
+        assert!(
+            wildcard_literal.items.is_empty(),
+            "LIKE metacharacters are escaped"
+        );
 
-    let payments = store.search_certificates(&CertificateQuery { label: Some(("team".into(), "payments".into())), ..base.clone() }).await.unwrap();
-    assert_eq!(payments.items.len(), 5);
+        let payments = store
+            .search_certificates(&CertificateQuery {
+                label: Some(("team".into(), "payments".into())),
+                ..base.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(payments.items.len(), 5);
 
-    for sort in [CertificateSort::NotAfterAsc, CertificateSort::NotAfterDesc, CertificateSort::CreatedAsc, CertificateSort::CreatedDesc] {
-        let mut seen = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = store.search_certificates(&CertificateQuery { limit: 4, cursor: cursor.clone(), sort, ..base.clone() }).await.unwrap();
-            assert!(page.items.len() <= 4);
-            seen.extend(page.items.iter().map(|c| c.certificate.not_after));
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
+        for sort in [
+            CertificateSort::NotAfterAsc,
+            CertificateSort::NotAfterDesc,
+            CertificateSort::CreatedAsc,
+            CertificateSort::CreatedDesc,
+        ] {
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = store
+                    .search_certificates(&CertificateQuery {
+                        limit: 4,
+                        cursor: cursor.clone(),
+                        sort,
+                        ..base.clone()
+                    })
+                    .await
+                    .unwrap();
+                assert!(page.items.len() <= 4);
+                seen.extend(page.items.iter().map(|c| c.certificate.not_after));
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
             }
+            assert_eq!(seen.len(), 25, "{sort:?}: every certificate exactly once");
+            let mut sorted = seen.clone();
+            sorted.sort();
+            if matches!(
+                sort,
+                CertificateSort::NotAfterDesc | CertificateSort::CreatedDesc
+            ) {
+                sorted.reverse();
+            }
+            assert_eq!(seen, sorted, "{sort:?}");
         }
-        assert_eq!(seen.len(), 25, "{sort:?}: every certificate exactly once");
-        let mut sorted = seen.clone();
-        sorted.sort();
-        if matches!(sort, CertificateSort::NotAfterDesc | CertificateSort::CreatedDesc) {
-            sorted.reverse();
-        }
-        assert_eq!(seen, sorted, "{sort:?}");
+        let bad = store
+            .search_certificates(&CertificateQuery {
+                cursor: Some("garbage".into()),
+                ..base.clone()
+            })
+            .await;
+        assert!(matches!(bad, Err(StoreError::InvalidQuery(_))));
+        store.close().await;
     }
-    let bad = store.search_certificates(&CertificateQuery { cursor: Some("garbage".into()), ..base.clone() }).await;
-    assert!(matches!(bad, Err(StoreError::InvalidQuery(_))));
-    store.close().await;
-});
+);
 
 both_backends!(duplicates_are_skipped_or_refused, |db: TestDb| async move {
     let store = Store::open(&db.url).await.unwrap();
-    store.apply(issue_change(certificate("01", "a.example.com", "t", NOW, &[]))).await.unwrap();
-    let dup = store.apply(issue_change(certificate("01", "a.example.com", "t", NOW, &[]))).await;
+    store
+        .apply(issue_change(certificate(
+            "01",
+            "a.example.com",
+            "t",
+            NOW,
+            &[],
+        )))
+        .await
+        .unwrap();
+    let dup = store
+        .apply(issue_change(certificate(
+            "01",
+            "a.example.com",
+            "t",
+            NOW,
+            &[],
+        )))
+        .await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
     let outcome = store
         .apply(Change {
-            certificates: vec![certificate("01", "a.example.com", "t", NOW, &[]), certificate("02", "b.example.com", "t", NOW, &[])],
+            certificates: vec![
+                certificate("01", "a.example.com", "t", NOW, &[]),
+                certificate("02", "b.example.com", "t", NOW, &[]),
+            ],
             skip_duplicate_certificates: true,
             audit: vec![event("certificate.import", "2 files")],
             ..Change::default()
@@ -211,55 +360,105 @@ both_backends!(a_failing_change_writes_nothing, |db: TestDb| async move {
     store.close().await;
 });
 
-both_backends!(tokens_are_created_and_revoked_once, |db: TestDb| async move {
-    let store = Store::open(&db.url).await.unwrap();
-    let token = NewToken {
-        id: "abc123".into(),
-        name: "ci".into(),
-        role: "issuer".into(),
-        tenant: Some("blue".into()),
-        secret_sha256: "00".repeat(32),
-        created_by: "admin".into(),
-        expires_at: None,
-    };
-    store.apply(Change { tokens: vec![token.clone()], audit: vec![event("token.create", "abc123")], ..Change::default() }).await.unwrap();
-    let again = store.apply(Change { tokens: vec![token.clone()], ..Change::default() }).await;
-    assert!(matches!(again, Err(StoreError::Conflict(_))));
-    let stored = store.token("abc123").await.unwrap().unwrap();
-    assert_eq!(stored.token, token);
-    assert_eq!(stored.revoked_at, None);
-    store.apply(Change { revoke_token: Some("abc123".into()), audit: vec![event("token.revoke", "abc123")], ..Change::default() }).await.unwrap();
-    assert!(store.token("abc123").await.unwrap().unwrap().revoked_at.is_some());
-    let twice = store.apply(Change { revoke_token: Some("abc123".into()), ..Change::default() }).await;
-    assert!(matches!(twice, Err(StoreError::NotFound(_))));
-    assert_eq!(store.tokens().await.unwrap().len(), 1);
-    store.close().await;
-});
+both_backends!(
+    tokens_are_created_and_revoked_once,
+    |db: TestDb| async move {
+        let store = Store::open(&db.url).await.unwrap();
+        let token = NewToken {
+            id: "abc123".into(),
+            name: "ci".into(),
+            role: "issuer".into(),
+            tenant: Some("blue".into()),
+            secret_sha256: "00".repeat(32),
+            created_by: "admin".into(),
+            expires_at: None,
+        };
+        store
+            .apply(Change {
+                tokens: vec![token.clone()],
+                audit: vec![event("token.create", "abc123")],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        let again = store
+            .apply(Change {
+                tokens: vec![token.clone()],
+                ..Change::default()
+            })
+            .await;
+        assert!(matches!(again, Err(StoreError::Conflict(_))));
+        let stored = store.token("abc123").await.unwrap().unwrap();
+        assert_eq!(stored.token, token);
+        assert_eq!(stored.revoked_at, None);
+        store
+            .apply(Change {
+                revoke_token: Some("abc123".into()),
+                audit: vec![event("token.revoke", "abc123")],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            store
+                .token("abc123")
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_some()
+        );
+        let twice = store
+            .apply(Change {
+                revoke_token: Some("abc123".into()),
+                ..Change::default()
+            })
+            .await;
+        assert!(matches!(twice, Err(StoreError::NotFound(_))));
+        assert_eq!(store.tokens().await.unwrap().len(), 1);
+        store.close().await;
+    }
+);
 
-both_backends!(concurrent_changes_commit_in_one_chain, |db: TestDb| async move {
-    let store = Store::open(&db.url).await.unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..300 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            store.apply(issue_change(certificate(&format!("c{i}"), &format!("h{i}.example.com"), "t", NOW, &[]))).await
-        }));
+both_backends!(
+    concurrent_changes_commit_in_one_chain,
+    |db: TestDb| async move {
+        let store = Store::open(&db.url).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..300 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .apply(issue_change(certificate(
+                        &format!("c{i}"),
+                        &format!("h{i}.example.com"),
+                        "t",
+                        NOW,
+                        &[],
+                    )))
+                    .await
+            }));
+        }
+        // One bad change in the middle of the group must not spoil the others.
+        let bad = store.apply(Change {
+            revoke_token: Some("missing".into()),
+            audit: vec![event("token.revoke", "missing")],
+            ..Change::default()
+        });
+        assert!(bad.await.is_err());
+        let mut seqs = Vec::new();
+        for task in tasks {
+            seqs.extend(task.await.unwrap().unwrap().audit_seqs);
+        }
+        seqs.sort();
+        assert_eq!(seqs, (1..=300).collect::<Vec<i64>>());
+        assert_eq!(store.count_certificates().await.unwrap(), 300);
+        let report = store.verify_audit().await.unwrap();
+        assert!(report.ok(), "{:?}", report.problems);
+        assert_eq!(report.entries, 300);
+        store.close().await;
     }
-    // One bad change in the middle of the group must not spoil the others.
-    let bad = store.apply(Change { revoke_token: Some("missing".into()), audit: vec![event("token.revoke", "missing")], ..Change::default() });
-    assert!(bad.await.is_err());
-    let mut seqs = Vec::new();
-    for task in tasks {
-        seqs.extend(task.await.unwrap().unwrap().audit_seqs);
-    }
-    seqs.sort();
-    assert_eq!(seqs, (1..=300).collect::<Vec<i64>>());
-    assert_eq!(store.count_certificates().await.unwrap(), 300);
-    let report = store.verify_audit().await.unwrap();
-    assert!(report.ok(), "{:?}", report.problems);
-    assert_eq!(report.entries, 300);
-    store.close().await;
-});
+);
 
 async fn tamper(url: &str, sql: &str) {
     let mut conn = AnyConnection::connect(url).await.unwrap();
@@ -270,51 +469,94 @@ async fn tamper(url: &str, sql: &str) {
 async fn chain_of_five(db: &TestDb) -> Store {
     let store = Store::open(&db.url).await.unwrap();
     for i in 1..=5 {
-        store.apply(Change { audit: vec![event("test.event", &format!("object-{i}"))], ..Change::default() }).await.unwrap();
+        store
+            .apply(Change {
+                audit: vec![event("test.event", &format!("object-{i}"))],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
     }
     let report = store.verify_audit().await.unwrap();
     assert!(report.ok() && report.entries == 5, "{report:?}");
     store
 }
 
-both_backends!(audit_verify_names_an_edited_entry, |db: TestDb| async move {
-    let store = chain_of_five(&db).await;
-    tamper(&db.url, "UPDATE audit_log SET object = 'forged' WHERE seq = 3").await;
-    let report = store.verify_audit().await.unwrap();
-    assert_eq!(report.problems.len(), 1, "{report:?}");
-    assert_eq!(report.problems[0].seq, 3);
-    assert!(report.problems[0].problem.contains("edited"));
-});
+both_backends!(
+    audit_verify_names_an_edited_entry,
+    |db: TestDb| async move {
+        let store = chain_of_five(&db).await;
+        tamper(
+            &db.url,
+            "UPDATE audit_log SET object = 'forged' WHERE seq = 3",
+        )
+        .await;
+        let report = store.verify_audit().await.unwrap();
+        assert_eq!(report.problems.len(), 1, "{report:?}");
+        assert_eq!(report.problems[0].seq, 3);
+        assert!(report.problems[0].problem.contains("edited"));
+    }
+);
 
-both_backends!(audit_verify_names_a_deleted_entry, |db: TestDb| async move {
-    let store = chain_of_five(&db).await;
-    tamper(&db.url, "DELETE FROM audit_log WHERE seq = 2").await;
-    let report = store.verify_audit().await.unwrap();
-    assert!(!report.ok());
-    assert_eq!(report.problems[0].seq, 3);
-    assert!(report.problems[0].problem.contains("entries 2 to 2 are missing"), "{report:?}");
+both_backends!(
+    audit_verify_names_a_deleted_entry,
+    |db: TestDb| async move {
+        let store = chain_of_five(&db).await;
+        tamper(&db.url, "DELETE FROM audit_log WHERE seq = 2").await;
+        let report = store.verify_audit().await.unwrap();
+        assert!(!report.ok());
+        assert_eq!(report.problems[0].seq, 3);
+        assert!(
+            report.problems[0]
+                .problem
+                .contains("entries 2 to 2 are missing"),
+            "{report:?}"
+        );
 
-    tamper(&db.url, "DELETE FROM audit_log WHERE seq = 5").await;
-    let report = store.verify_audit().await.unwrap();
-    assert!(report.problems.iter().any(|p| p.problem.contains("entries 5 to 5 are missing (deleted from the end)")), "{report:?}");
-});
+        tamper(&db.url, "DELETE FROM audit_log WHERE seq = 5").await;
+        let report = store.verify_audit().await.unwrap();
+        assert!(
+            report.problems.iter().any(|p| p
+                .problem
+                .contains("entries 5 to 5 are missing (deleted from the end)")),
+            "{report:?}"
+        );
+    }
+);
 
-both_backends!(audit_verify_names_swapped_entries, |db: TestDb| async move {
-    let store = chain_of_five(&db).await;
-    tamper(&db.url, "UPDATE audit_log SET seq = 100 WHERE seq = 2").await;
-    tamper(&db.url, "UPDATE audit_log SET seq = 2 WHERE seq = 3").await;
-    tamper(&db.url, "UPDATE audit_log SET seq = 3 WHERE seq = 100").await;
-    let report = store.verify_audit().await.unwrap();
-    assert!(!report.ok());
-    assert_eq!(report.problems[0].seq, 2, "{report:?}");
-    assert!(report.problems[0].problem.contains("does not follow"), "{report:?}");
-});
+both_backends!(
+    audit_verify_names_swapped_entries,
+    |db: TestDb| async move {
+        let store = chain_of_five(&db).await;
+        tamper(&db.url, "UPDATE audit_log SET seq = 100 WHERE seq = 2").await;
+        tamper(&db.url, "UPDATE audit_log SET seq = 2 WHERE seq = 3").await;
+        tamper(&db.url, "UPDATE audit_log SET seq = 3 WHERE seq = 100").await;
+        let report = store.verify_audit().await.unwrap();
+        assert!(!report.ok());
+        assert_eq!(report.problems[0].seq, 2, "{report:?}");
+        assert!(
+            report.problems[0].problem.contains("does not follow"),
+            "{report:?}"
+        );
+    }
+);
 
-both_backends!(audit_verify_names_an_inserted_entry, |db: TestDb| async move {
-    let store = chain_of_five(&db).await;
-    let last = store.audit_entries(4, 1).await.unwrap().remove(0);
-    let forged = entry_hash(6, last.at_ms, "intruder", "test.event", "x", "success", "{}", &last.hash);
-    tamper(
+both_backends!(
+    audit_verify_names_an_inserted_entry,
+    |db: TestDb| async move {
+        let store = chain_of_five(&db).await;
+        let last = store.audit_entries(4, 1).await.unwrap().remove(0);
+        let forged = entry_hash(
+            6,
+            last.at_ms,
+            "intruder",
+            "test.event",
+            "x",
+            "success",
+            "{}",
+            &last.hash,
+        );
+        tamper(
         &db.url,
         &format!(
             "INSERT INTO audit_log (seq, at_ms, actor, action, object, outcome, detail, prev_hash, hash) \
@@ -323,17 +565,30 @@ both_backends!(audit_verify_names_an_inserted_entry, |db: TestDb| async move {
         ),
     )
     .await;
-    let report = store.verify_audit().await.unwrap();
-    assert_eq!(report.problems.len(), 1, "{report:?}");
-    assert_eq!(report.problems[0].seq, 6);
-    assert!(report.problems[0].problem.contains("inserted"));
-});
+        let report = store.verify_audit().await.unwrap();
+        assert_eq!(report.problems.len(), 1, "{report:?}");
+        assert_eq!(report.problems[0].seq, 6);
+        assert!(report.problems[0].problem.contains("inserted"));
+    }
+);
 
 both_backends!(data_survives_reopen, |db: TestDb| async move {
     let store = Store::open(&db.url).await.unwrap();
-    store.apply(issue_change(certificate("aa", "keep.example.com", "t", NOW, &[]))).await.unwrap();
+    store
+        .apply(issue_change(certificate(
+            "aa",
+            "keep.example.com",
+            "t",
+            NOW,
+            &[],
+        )))
+        .await
+        .unwrap();
     store.close().await;
     let store = Store::open(&db.url).await.unwrap();
-    assert_eq!(store.certificates_by_serial("aa", NOW).await.unwrap().len(), 1);
+    assert_eq!(
+        store.certificates_by_serial("aa", NOW).await.unwrap().len(),
+        1
+    );
     assert!(store.verify_audit().await.unwrap().ok());
 });

@@ -1,0 +1,970 @@
+//! HTTP routes. The REST API lives under `/api/v1` and is described by an OpenAPI document
+//! generated from these handlers (`/api/v1/openapi.json`), so the two cannot drift apart.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use certkeeper_store::{
+    AuditEvent, CertificateQuery, CertificateRecord, CertificateSort, Change, Outcome,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{Permission, Principal, Role, mint};
+use crate::config::parse_duration;
+use crate::issuance::{IssueRequest, IssueResponse, issue, rfc3339};
+use crate::problem::Problem;
+use crate::{SharedState, Tenant};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "certkeeper API", description = "Certificate issuance, inventory, tokens and audit."),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+            "token",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+/// Largest import request, in bytes.
+const IMPORT_MAX_BODY: usize = 8 * 1024 * 1024;
+/// Most certificates in one import request.
+const IMPORT_MAX_CERTIFICATES: usize = 1000;
+
+/// The HTTPS application: REST API, OpenAPI document and the public endpoints.
+pub fn router(state: SharedState) -> Router {
+    let import = OpenApiRouter::new()
+        .routes(routes!(import_certificates))
+        .layer(DefaultBodyLimit::max(
+            IMPORT_MAX_BODY.max(state.max_body_bytes),
+        ));
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(issue_certificate, search_certificates))
+        .routes(routes!(get_certificate))
+        .routes(routes!(create_token, list_tokens))
+        .routes(routes!(revoke_token))
+        .routes(routes!(list_audit))
+        .routes(routes!(verify_audit))
+        .routes(routes!(list_profiles))
+        .routes(routes!(get_policy))
+        .routes(routes!(get_ca))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .merge(import)
+        .split_for_parts();
+    let document = Arc::new(openapi.to_pretty_json().unwrap_or_default());
+    api.route(
+        "/api/v1/openapi.json",
+        get(move || {
+            let document = document.clone();
+            async move {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    document.as_ref().clone(),
+                )
+            }
+        }),
+    )
+    .merge(public_routes())
+    .fallback(not_found)
+    .with_state(state)
+}
+
+/// The plain-HTTP application for relying parties.
+pub fn public_router(state: SharedState) -> Router {
+    public_routes().fallback(not_found).with_state(state)
+}
+
+fn public_routes() -> Router<SharedState> {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/ca/root.crt", get(root_der))
+        .route("/ca/intermediate.crt", get(intermediate_der))
+        .route("/ca/chain.pem", get(chain_pem))
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no such endpoint; the API is described at /api/v1/openapi.json")
+}
+
+fn der_response(der: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/pkix-cert")], der).into_response()
+}
+
+async fn root_der(State(state): State<SharedState>) -> Response {
+    der_response(state.ca.root_der.clone())
+}
+
+async fn intermediate_der(State(state): State<SharedState>) -> Response {
+    der_response(state.ca.issuer.certificate_der().to_vec())
+}
+
+async fn chain_pem(State(state): State<SharedState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
+        format!("{}{}", state.ca.chain_pem, state.ca.root_pem),
+    )
+        .into_response()
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Who a failed request claimed to be, for the audit log.
+fn claimed_actor(headers: &HeaderMap) -> String {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_whitespace().nth(1))
+        .and_then(|t| t.strip_prefix("ck_"))
+        .and_then(|t| t.split_once('.'))
+        .map(|(id, _)| format!("claimed:{}", &id[..id.len().min(32)]))
+        .unwrap_or_else(|| "anonymous".into())
+}
+
+/// Authenticates and checks the role; failures are audited.
+async fn authorize(
+    state: &SharedState,
+    headers: &HeaderMap,
+    permission: Permission,
+    action: &str,
+) -> Result<Principal, Problem> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let checked = match state.tokens.verify(&state.store, header, now()).await {
+        Ok(principal) => principal.require(permission).map(|()| principal),
+        Err(problem) => Err(problem),
+    };
+    match checked {
+        Ok(principal) => Ok(principal),
+        Err(problem) => Err(state
+            .audit_denial(&claimed_actor(headers), action, "api", problem)
+            .await),
+    }
+}
+
+/// Decodes a JSON body; a bad or oversized body is audited and answered with a problem.
+async fn json_body<T: DeserializeOwned>(
+    state: &SharedState,
+    actor: &str,
+    action: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Problem> {
+    let problem = match body {
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Problem::too_large(state.max_body_bytes)
+        }
+        Err(rejection) => Problem::malformed(format!("could not read the body: {rejection}")),
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(value) => return Ok(value),
+            Err(error) => Problem::malformed(format!(
+                "the body is not the JSON this endpoint takes: {error}"
+            )),
+        },
+    };
+    Err(state.audit_denial(actor, action, "api", problem).await)
+}
+
+fn created<T: Serialize>(value: T) -> Response {
+    (StatusCode::CREATED, Json(value)).into_response()
+}
+
+/// Issue a certificate from a CSR, or with a server-generated key.
+#[utoipa::path(
+    post,
+    path = "/api/v1/certificates",
+    request_body = IssueRequest,
+    responses(
+        (status = 201, description = "Issued; stored and audited before this response", body = IssueResponse),
+        (status = 400, description = "Malformed or weak request, or outside the profile", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid, revoked or expired token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Denied by policy, role or tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+    ),
+    tag = "certificates"
+)]
+async fn issue_certificate(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let principal = authorize(&state, &headers, Permission::Issue, "certificate.issue").await?;
+    let request: IssueRequest =
+        json_body(&state, &principal.token_id, "certificate.issue", body).await?;
+    Ok(created(issue(&state, &principal, request).await?))
+}
+
+/// Search query for the inventory.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct SearchParams {
+    /// Only this tenant.
+    tenant: Option<String>,
+    /// active, expired or revoked.
+    status: Option<String>,
+    /// Text contained in the common name or a SAN.
+    name: Option<String>,
+    /// Only certificates expiring within this duration, such as "30d".
+    expiring_within: Option<String>,
+    /// Label filter `name=value`.
+    label: Option<String>,
+    /// Serial number, hex.
+    serial: Option<String>,
+    /// not_after (default), -not_after, created, -created.
+    sort: Option<String>,
+    /// Page size, 1-1000 (default 100).
+    limit: Option<u32>,
+    /// Cursor from the previous page's `next_cursor`.
+    cursor: Option<String>,
+}
+
+/// A certificate in the inventory.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CertificateView {
+    /// Inventory id.
+    pub id: i64,
+    /// Serial, hex.
+    pub serial: String,
+    /// Issuer DN.
+    pub issuer: String,
+    /// Subject DN.
+    pub subject: String,
+    /// Subject CN.
+    pub common_name: Option<String>,
+    /// SANs such as `DNS:www.example.com`.
+    pub sans: Vec<String>,
+    /// RFC 3339.
+    pub not_before: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// Key algorithm label.
+    pub key_algorithm: String,
+    /// SHA-256 of the SubjectPublicKeyInfo.
+    pub spki_sha256: String,
+    /// SHA-256 of the certificate.
+    pub fingerprint_sha256: String,
+    /// Profile.
+    pub profile: Option<String>,
+    /// Tenant.
+    pub tenant: String,
+    /// Requesting token id, `import` or `certkeeper`.
+    pub requester: String,
+    /// issued, imported or ca.
+    pub source: String,
+    /// active, expired or revoked.
+    pub status: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// When it entered the inventory, RFC 3339.
+    pub created_at: String,
+    /// The certificate, PEM (single-certificate look-ups only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_pem: Option<String>,
+}
+
+impl CertificateView {
+    fn from_record(record: CertificateRecord, with_pem: bool) -> Self {
+        let c = record.certificate;
+        CertificateView {
+            id: record.id,
+            certificate_pem: with_pem.then(|| certkeeper_pki::to_pem("CERTIFICATE", &c.der)),
+            serial: c.serial,
+            issuer: c.issuer,
+            subject: c.subject,
+            common_name: c.common_name,
+            sans: c.sans,
+            not_before: rfc3339(c.not_before),
+            not_after: rfc3339(c.not_after),
+            key_algorithm: c.key_algorithm,
+            spki_sha256: c.spki_sha256,
+            fingerprint_sha256: c.fingerprint_sha256,
+            profile: c.profile,
+            tenant: c.tenant,
+            requester: c.requester,
+            source: c.source.as_str().into(),
+            status: record.status.as_str().into(),
+            labels: c.labels,
+            created_at: rfc3339(record.created_at),
+        }
+    }
+}
+
+/// One page of certificates.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CertificatePage {
+    /// The certificates.
+    pub items: Vec<CertificateView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Search the inventory.
+#[utoipa::path(
+    get,
+    path = "/api/v1/certificates",
+    params(SearchParams),
+    responses(
+        (status = 200, body = CertificatePage),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ),
+    tag = "certificates"
+)]
+async fn search_certificates(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    params: Result<Query<SearchParams>, QueryRejection>,
+) -> Result<Json<CertificatePage>, Problem> {
+    let principal = authorize(&state, &headers, Permission::Read, "certificate.search").await?;
+    let Query(params) = params.map_err(|e| Problem::malformed(format!("query: {e}")))?;
+    let tenant = match (&principal.tenant, params.tenant) {
+        (Some(own), Some(wanted)) if *own != wanted => {
+            return Err(state
+                .audit_denial(
+                    &principal.token_id,
+                    "certificate.search",
+                    &wanted,
+                    Problem::wrong_tenant(own, &wanted),
+                )
+                .await);
+        }
+        (Some(own), _) => Some(own.clone()),
+        (None, wanted) => wanted,
+    };
+    let label = match params.label {
+        Some(text) => Some(
+            text.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| Problem::malformed("label must be written name=value"))?,
+        ),
+        None => None,
+    };
+    let expiring_within_seconds = match params.expiring_within {
+        Some(text) => Some(
+            i64::try_from(parse_duration(&text).map_err(Problem::malformed)?).unwrap_or(i64::MAX),
+        ),
+        None => None,
+    };
+    let query = CertificateQuery {
+        tenant,
+        status: params.status.map(|s| s.parse()).transpose()?,
+        name_contains: params.name,
+        expiring_within_seconds,
+        label,
+        serial: params.serial,
+        sort: params
+            .sort
+            .map(|s| s.parse::<CertificateSort>())
+            .transpose()?
+            .unwrap_or_default(),
+        limit: params.limit.unwrap_or(100),
+        cursor: params.cursor,
+        now: now(),
+    };
+    let page = state.store.search_certificates(&query).await?;
+    Ok(Json(CertificatePage {
+        items: page
+            .items
+            .into_iter()
+            .map(|r| CertificateView::from_record(r, false))
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// One certificate by serial, with its PEM.
+#[utoipa::path(
+    get,
+    path = "/api/v1/certificates/{serial}",
+    params(("serial" = String, Path, description = "Serial number, hex")),
+    responses((status = 200, body = CertificateView), (status = 404, body = Problem, content_type = "application/problem+json")),
+    tag = "certificates"
+)]
+async fn get_certificate(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(serial): Path<String>,
+) -> Result<Json<CertificateView>, Problem> {
+    let principal = authorize(&state, &headers, Permission::Read, "certificate.get").await?;
+    let record = state
+        .store
+        .certificates_by_serial(&serial, now())
+        .await?
+        .into_iter()
+        .find(|r| {
+            principal
+                .tenant
+                .as_deref()
+                .is_none_or(|t| t == r.certificate.tenant)
+        })
+        .ok_or_else(|| {
+            Problem::not_found(format!(
+                "no certificate with serial {serial} in your tenants"
+            ))
+        })?;
+    Ok(Json(CertificateView::from_record(record, true)))
+}
+
+/// Certificates to add to the inventory.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ImportRequest {
+    /// Tenant that owns them (default: the token's, else `default`).
+    #[serde(default)]
+    tenant: Option<String>,
+    /// Labels for every imported certificate.
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    /// PEM certificates (one per entry; a PEM bundle counts as its certificates).
+    certificates: Vec<String>,
+}
+
+/// What an import did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ImportResponse {
+    /// Certificates added.
+    pub imported: usize,
+    /// Certificates already in the inventory.
+    pub duplicates: usize,
+    /// Entries that could not be read: index and reason.
+    pub errors: Vec<ImportError>,
+}
+
+/// An entry that could not be imported.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ImportError {
+    /// Index in `certificates`.
+    pub index: usize,
+    /// Why.
+    pub error: String,
+}
+
+/// Import existing certificates into the inventory (duplicates are skipped).
+#[utoipa::path(
+    post,
+    path = "/api/v1/certificates/import",
+    request_body = ImportRequest,
+    responses((status = 200, body = ImportResponse), (status = 400, body = Problem, content_type = "application/problem+json")),
+    tag = "certificates"
+)]
+async fn import_certificates(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ImportResponse>, Problem> {
+    let principal = authorize(&state, &headers, Permission::Issue, "certificate.import").await?;
+    let request: ImportRequest =
+        json_body(&state, &principal.token_id, "certificate.import", body).await?;
+    let tenant = request
+        .tenant
+        .or_else(|| principal.tenant.clone())
+        .unwrap_or_else(|| Tenant::DEFAULT.into());
+    if let Err(problem) = principal
+        .require_tenant(&tenant)
+        .and_then(|()| Tenant::validate(&tenant))
+    {
+        return Err(state
+            .audit_denial(&principal.token_id, "certificate.import", &tenant, problem)
+            .await);
+    }
+    if request.certificates.len() > IMPORT_MAX_CERTIFICATES {
+        return Err(Problem::malformed(format!(
+            "at most {IMPORT_MAX_CERTIFICATES} certificates per request"
+        )));
+    }
+    let mut records = Vec::new();
+    let mut errors = Vec::new();
+    for (index, text) in request.certificates.iter().enumerate() {
+        match certkeeper_pki::pem_to_der_certificates(text.as_bytes()) {
+            Err(error) => errors.push(ImportError {
+                index,
+                error: error.to_string(),
+            }),
+            Ok(ders) => {
+                for der in ders {
+                    match certkeeper_pki::parse_certificate(&der) {
+                        Err(error) => errors.push(ImportError {
+                            index,
+                            error: error.to_string(),
+                        }),
+                        Ok(s) => records.push(certkeeper_store::NewCertificate {
+                            serial: s.serial,
+                            issuer: s.issuer,
+                            subject: s.subject,
+                            common_name: s.common_name,
+                            sans: s.sans.iter().map(ToString::to_string).collect(),
+                            not_before: s.not_before,
+                            not_after: s.not_after,
+                            key_algorithm: s.key_algorithm,
+                            spki_sha256: s.spki_sha256,
+                            fingerprint_sha256: s.fingerprint_sha256,
+                            profile: None,
+                            tenant: tenant.clone(),
+                            requester: principal.token_id.clone(),
+                            source: certkeeper_store::CertificateSource::Imported,
+                            labels: request.labels.clone(),
+                            der,
+                        }),
+                    }
+                }
+            }
+        }
+    }
+    let submitted = records.len();
+    if submitted == 0 {
+        return Ok(Json(ImportResponse {
+            imported: 0,
+            duplicates: 0,
+            errors,
+        }));
+    }
+    let audit = AuditEvent {
+        actor: principal.token_id.clone(),
+        action: "certificate.import".into(),
+        object: format!("{submitted} certificates"),
+        outcome: Outcome::Success,
+        detail: serde_json::json!({
+            "tenant": tenant,
+            "serials": records.iter().map(|r| r.serial.as_str()).collect::<Vec<_>>(),
+        }),
+    };
+    let outcome = state
+        .store
+        .apply(Change {
+            certificates: records,
+            skip_duplicate_certificates: true,
+            audit: vec![audit],
+            ..Change::default()
+        })
+        .await?;
+    Ok(Json(ImportResponse {
+        imported: outcome.inserted_certificate_ids.len(),
+        duplicates: outcome.duplicate_fingerprints.len(),
+        errors,
+    }))
+}
+
+/// A token to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateTokenRequest {
+    /// Human name.
+    name: String,
+    /// admin, issuer or auditor.
+    role: Role,
+    /// Tenant scope; leave out for every tenant.
+    #[serde(default)]
+    tenant: Option<String>,
+    /// Lifetime such as "90d"; leave out for no expiry.
+    #[serde(default)]
+    expires_in: Option<String>,
+}
+
+/// A token (never its secret, except once on creation).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenView {
+    /// Token id.
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// Tenant scope.
+    pub tenant: Option<String>,
+    /// Creator.
+    pub created_by: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub expires_at: Option<String>,
+    /// RFC 3339.
+    pub revoked_at: Option<String>,
+    /// The token itself; present only in the creation response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// Create an API token (admin).
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    request_body = CreateTokenRequest,
+    responses((status = 201, body = TokenView), (status = 403, body = Problem, content_type = "application/problem+json")),
+    tag = "tokens"
+)]
+async fn create_token(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let principal = authorize(&state, &headers, Permission::ManageTokens, "token.create").await?;
+    let request: CreateTokenRequest =
+        json_body(&state, &principal.token_id, "token.create", body).await?;
+    let checked = (|| {
+        if request.name.trim().is_empty() || request.name.len() > 200 {
+            return Err(Problem::malformed("name must be 1-200 characters"));
+        }
+        if let Some(tenant) = &request.tenant {
+            Tenant::validate(tenant)?;
+            principal.require_tenant(tenant)?;
+        } else if principal.tenant.is_some() {
+            return Err(Problem::malformed(
+                "a tenant-scoped admin can only create tokens for its own tenant; set `tenant`",
+            ));
+        }
+        request
+            .expires_in
+            .as_deref()
+            .map(|text| {
+                parse_duration(text)
+                    .map(|s| now() + i64::try_from(s).unwrap_or(i64::MAX / 2))
+                    .map_err(Problem::malformed)
+            })
+            .transpose()
+    })();
+    let expires_at = match checked {
+        Ok(expires_at) => expires_at,
+        Err(problem) => {
+            return Err(state
+                .audit_denial(&principal.token_id, "token.create", &request.name, problem)
+                .await);
+        }
+    };
+    let minted = mint(
+        &request.name,
+        request.role,
+        request.tenant.clone(),
+        &principal.token_id,
+        expires_at,
+    )?;
+    let audit = AuditEvent {
+        actor: principal.token_id.clone(),
+        action: "token.create".into(),
+        object: minted.record.id.clone(),
+        outcome: Outcome::Success,
+        detail: serde_json::json!({"name": request.name, "role": request.role.as_str(), "tenant": request.tenant, "expires_at": expires_at}),
+    };
+    let record = minted.record.clone();
+    state
+        .store
+        .apply(Change {
+            tokens: vec![minted.record],
+            audit: vec![audit],
+            ..Change::default()
+        })
+        .await?;
+    Ok(created(TokenView {
+        id: record.id,
+        name: record.name,
+        role: record.role,
+        tenant: record.tenant,
+        created_by: record.created_by,
+        created_at: rfc3339(now()),
+        expires_at: record.expires_at.map(rfc3339),
+        revoked_at: None,
+        token: Some(minted.secret),
+    }))
+}
+
+/// List API tokens (admin).
+#[utoipa::path(get, path = "/api/v1/tokens", responses((status = 200, body = Vec<TokenView>)), tag = "tokens")]
+async fn list_tokens(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<TokenView>>, Problem> {
+    let principal = authorize(&state, &headers, Permission::ManageTokens, "token.list").await?;
+    let tokens = state.store.tokens().await?;
+    Ok(Json(
+        tokens
+            .into_iter()
+            .filter(|t| principal.tenant.is_none() || t.token.tenant == principal.tenant)
+            .map(|t| TokenView {
+                id: t.token.id,
+                name: t.token.name,
+                role: t.token.role,
+                tenant: t.token.tenant,
+                created_by: t.token.created_by,
+                created_at: rfc3339(t.created_at),
+                expires_at: t.token.expires_at.map(rfc3339),
+                revoked_at: t.revoked_at.map(rfc3339),
+                token: None,
+            })
+            .collect(),
+    ))
+}
+
+/// Revoke an API token (admin).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{id}",
+    params(("id" = String, Path, description = "Token id")),
+    responses((status = 204, description = "Revoked"), (status = 404, body = Problem, content_type = "application/problem+json")),
+    tag = "tokens"
+)]
+async fn revoke_token(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    let principal = authorize(&state, &headers, Permission::ManageTokens, "token.revoke").await?;
+    let target = state.store.token(&id).await?;
+    let visible = target
+        .as_ref()
+        .is_some_and(|t| principal.tenant.is_none() || t.token.tenant == principal.tenant);
+    if !visible {
+        return Err(state
+            .audit_denial(
+                &principal.token_id,
+                "token.revoke",
+                &id,
+                Problem::not_found(format!("no token {id}")),
+            )
+            .await);
+    }
+    let audit = AuditEvent {
+        actor: principal.token_id.clone(),
+        action: "token.revoke".into(),
+        object: id.clone(),
+        outcome: Outcome::Success,
+        detail: serde_json::json!({}),
+    };
+    state
+        .store
+        .apply(Change {
+            revoke_token: Some(id.clone()),
+            audit: vec![audit],
+            ..Change::default()
+        })
+        .await
+        .map_err(|e| match e {
+            certkeeper_store::StoreError::NotFound(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "already-revoked",
+                "Already revoked",
+                format!("token {id} is already revoked"),
+            ),
+            other => Problem::from(other),
+        })?;
+    state.tokens.forget(&id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    /// Entries after this sequence number (default 0).
+    after: Option<i64>,
+    /// Page size, 1-5000 (default 100).
+    limit: Option<i64>,
+}
+
+/// An audit entry.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntryView {
+    /// Position in the chain.
+    pub seq: i64,
+    /// RFC 3339 with milliseconds.
+    pub time: String,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub object: String,
+    /// success, denied or failure.
+    pub outcome: String,
+    /// Extra facts.
+    pub detail: serde_json::Value,
+    /// This entry's hash.
+    pub hash: String,
+}
+
+/// Read the audit log (admin, auditor).
+#[utoipa::path(get, path = "/api/v1/audit", params(AuditParams), responses((status = 200, body = Vec<AuditEntryView>)), tag = "audit")]
+async fn list_audit(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    params: Result<Query<AuditParams>, QueryRejection>,
+) -> Result<Json<Vec<AuditEntryView>>, Problem> {
+    authorize(&state, &headers, Permission::Audit, "audit.read").await?;
+    let Query(params) = params.map_err(|e| Problem::malformed(format!("query: {e}")))?;
+    let entries = state
+        .store
+        .audit_entries(params.after.unwrap_or(0), params.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(
+        entries
+            .into_iter()
+            .map(|e| AuditEntryView {
+                time: time::OffsetDateTime::from_unix_timestamp_nanos(
+                    i128::from(e.at_ms) * 1_000_000,
+                )
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default(),
+                seq: e.seq,
+                actor: e.actor,
+                action: e.action,
+                object: e.object,
+                outcome: e.outcome,
+                detail: serde_json::from_str(&e.detail)
+                    .unwrap_or(serde_json::Value::String(e.detail)),
+                hash: e.hash,
+            })
+            .collect(),
+    ))
+}
+
+/// Result of an audit-chain verification.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditVerification {
+    /// Whether the chain is intact.
+    pub ok: bool,
+    /// Entries checked.
+    pub entries: i64,
+    /// Problems found: entry and description.
+    pub problems: Vec<AuditProblemView>,
+}
+
+/// One problem in the chain.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditProblemView {
+    /// The entry.
+    pub seq: i64,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Verify the audit hash chain (admin, auditor).
+#[utoipa::path(get, path = "/api/v1/audit/verify", responses((status = 200, body = AuditVerification)), tag = "audit")]
+async fn verify_audit(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Json<AuditVerification>, Problem> {
+    authorize(&state, &headers, Permission::Audit, "audit.verify").await?;
+    let report = state.store.verify_audit().await?;
+    Ok(Json(AuditVerification {
+        ok: report.ok(),
+        entries: report.entries,
+        problems: report
+            .problems
+            .into_iter()
+            .map(|p| AuditProblemView {
+                seq: p.seq,
+                problem: p.problem,
+            })
+            .collect(),
+    }))
+}
+
+/// A profile as the API shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProfileView {
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Seconds.
+    pub default_validity_seconds: u64,
+    /// Seconds.
+    pub max_validity_seconds: u64,
+    /// Allowed key kinds.
+    pub key_algorithms: Vec<String>,
+    /// Allowed SAN kinds.
+    pub san_kinds: Vec<String>,
+    /// Follows the CA/B Forum TLS server profile.
+    pub cabf_server: bool,
+}
+
+/// List profiles.
+#[utoipa::path(get, path = "/api/v1/profiles", responses((status = 200, body = Vec<ProfileView>)), tag = "configuration")]
+async fn list_profiles(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<ProfileView>>, Problem> {
+    authorize(&state, &headers, Permission::Read, "profile.list").await?;
+    let mut profiles: Vec<ProfileView> = state
+        .profiles
+        .values()
+        .map(|p| ProfileView {
+            name: p.name.clone(),
+            description: p.description.clone(),
+            default_validity_seconds: p.default_validity_seconds,
+            max_validity_seconds: p.max_validity_seconds,
+            key_algorithms: p.key_kinds.iter().map(|k| k.name().to_string()).collect(),
+            san_kinds: p.san_kinds.iter().map(|k| k.name().to_string()).collect(),
+            cabf_server: p.cabf_server,
+        })
+        .collect();
+    profiles.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(profiles))
+}
+
+/// The policy rules in force.
+#[utoipa::path(get, path = "/api/v1/policy", responses((status = 200, body = serde_json::Value)), tag = "configuration")]
+async fn get_policy(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, Problem> {
+    authorize(&state, &headers, Permission::Read, "policy.read").await?;
+    Ok(Json(serde_json::json!({ "rules": state.policy.rules() })))
+}
+
+/// The CA certificates.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CaView {
+    /// Root certificate, PEM.
+    pub root_pem: String,
+    /// Issuing CA chain, PEM.
+    pub chain_pem: String,
+    /// SHA-256 of the root certificate.
+    pub root_fingerprint_sha256: String,
+}
+
+/// The CA certificates (also served without authentication at /ca/root.crt and /ca/chain.pem).
+#[utoipa::path(get, path = "/api/v1/ca", responses((status = 200, body = CaView)), tag = "configuration")]
+async fn get_ca(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Json<CaView>, Problem> {
+    authorize(&state, &headers, Permission::Read, "ca.read").await?;
+    Ok(Json(CaView {
+        root_pem: state.ca.root_pem.clone(),
+        chain_pem: state.ca.chain_pem.clone(),
+        root_fingerprint_sha256: state.ca.root_fingerprint.clone(),
+    }))
+}

@@ -1,0 +1,418 @@
+//! The TOML configuration file: every setting has a default, so an empty file is valid.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use certkeeper_pki::{
+    ExtendedKeyUsage, KeyAlgorithm, KeyKind, KeyUsage, Profile, SanKind, builtin_profiles,
+};
+use certkeeper_policy::{Policy, RuleConfig};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::ServerError;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where certkeeper keeps its database, CA and TLS files (default `./certkeeper-data`).
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite://...` or `postgres://...`; default: SQLite in the data directory.
+    pub database_url: Option<String>,
+    /// Listeners and URLs.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// The CA created on first start (or by `certkeeper init`).
+    #[serde(default)]
+    pub ca: CaSection,
+    /// Custom profiles, in addition to tls-server, tls-client and mtls.
+    #[serde(default, rename = "profile")]
+    pub profiles: Vec<ProfileConfig>,
+    /// Policy rules; without any, every request within the profiles is allowed.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// HTTPS listener for the API (default 127.0.0.1:8443).
+    pub listen: SocketAddr,
+    /// Plain-HTTP listener for relying parties: CA certificates, CRLs, OCSP (default 127.0.0.1:8080).
+    pub http_listen: SocketAddr,
+    /// Base URL written into certificates' AIA and CRL distribution points
+    /// (default `http://` + http_listen). Relying parties fetch these over plain HTTP.
+    pub public_base_url: Option<String>,
+    /// Largest request body accepted, in bytes (default 65536).
+    pub max_body_bytes: usize,
+    /// Extra DNS names for the server's own TLS certificate.
+    pub tls_names: Vec<String>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_base_url: None,
+            max_body_bytes: 64 * 1024,
+            tls_names: Vec::new(),
+        }
+    }
+}
+
+impl ServerSection {
+    /// The public base URL, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        match &self.public_base_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.http_listen),
+        }
+    }
+}
+
+/// `[ca]`: how the CA hierarchy is created.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaSection {
+    /// Key algorithm for root and intermediate.
+    pub key_algorithm: KeyAlgorithm,
+    /// Root commonName.
+    pub root_common_name: String,
+    /// Intermediate commonName.
+    pub intermediate_common_name: String,
+    /// organizationName for both.
+    pub organization: Option<String>,
+    /// countryName for both.
+    pub country: Option<String>,
+    /// Root lifetime, such as "10y".
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub root_lifetime: u64,
+    /// Intermediate lifetime, such as "5y".
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub intermediate_lifetime: u64,
+}
+
+impl Default for CaSection {
+    fn default() -> Self {
+        CaSection {
+            key_algorithm: KeyAlgorithm::EcdsaP256,
+            root_common_name: "certkeeper Root CA".into(),
+            intermediate_common_name: "certkeeper Intermediate CA".into(),
+            organization: Some("certkeeper".into()),
+            country: None,
+            root_lifetime: 10 * YEAR,
+            intermediate_lifetime: 5 * YEAR,
+        }
+    }
+}
+
+const DAY: u64 = 86_400;
+const YEAR: u64 = 365 * DAY;
+
+/// `[[profile]]`: a custom profile.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileConfig {
+    /// Name used in requests.
+    pub name: String,
+    /// One line for humans.
+    #[serde(default)]
+    pub description: String,
+    /// Lifetime when a request names none, such as "30d".
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub default_validity: u64,
+    /// Longest lifetime allowed.
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub max_validity: u64,
+    /// Allowed key kinds: ecdsa-p256, ecdsa-p384, rsa, ed25519.
+    pub key_algorithms: Vec<KeyKind>,
+    /// Smallest RSA modulus (default 2048).
+    #[serde(default = "default_min_rsa_bits")]
+    pub min_rsa_bits: u32,
+    /// keyUsage: digital-signature, key-encipherment, key-agreement, content-commitment.
+    pub key_usage: Vec<KeyUsage>,
+    /// extendedKeyUsage: server-auth, client-auth, code-signing, email-protection, time-stamping.
+    pub extended_key_usage: Vec<ExtendedKeyUsage>,
+    /// Allowed SAN kinds: dns, ip, uri, email.
+    pub san_kinds: Vec<SanKind>,
+}
+
+fn default_min_rsa_bits() -> u32 {
+    2048
+}
+
+/// Parses "90d", "12h", "30m", "45s", "1y" or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| {
+        format!("{text:?} is not a duration; write a number with a unit, such as 90d, 12h or 30m")
+    })?;
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => DAY,
+        "y" => YEAR,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {text:?} (allowed: s, m, h, d, y)"
+            ));
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("duration {text:?} is too large"))
+}
+
+fn duration_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Seconds(u64),
+        Text(String),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Seconds(seconds) => Ok(seconds),
+        Raw::Text(text) => parse_duration(&text).map_err(serde::de::Error::custom),
+    }
+}
+
+fn serialize_seconds<S: serde::Serializer>(
+    seconds: &u64,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format!("{seconds}s"))
+}
+
+/// A configuration that parsed and whose parts were checked.
+pub struct CheckedConfig {
+    /// The raw configuration.
+    pub config: Config,
+    /// Built-in and custom profiles.
+    pub profiles: Vec<Profile>,
+    /// The compiled policy.
+    pub policy: Policy,
+}
+
+impl Config {
+    /// Parses TOML text; errors carry the line, column and key.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ServerError> {
+        toml::from_str(text).map_err(|e| {
+            let position = e.span().map(|span| line_and_column(text, span.start));
+            let message = e.message().to_string();
+            let key = e.span().and_then(|span| key_at(text, span.start));
+            ServerError::Config(match position {
+                Some((line, column)) => format!(
+                    "{origin}:{line}:{column}: {message}{}",
+                    key.map(|k| format!(" (key `{k}`)")).unwrap_or_default()
+                ),
+                None => format!("{origin}: {message}"),
+            })
+        })
+    }
+
+    /// Loads and checks a file.
+    pub fn load(path: &std::path::Path) -> Result<CheckedConfig, ServerError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ServerError::Config(format!("cannot read {}: {e}", path.display())))?;
+        Config::parse(&text, &path.display().to_string())?.check(&text, &path.display().to_string())
+    }
+
+    /// Checks profiles and policy; errors name the key (and line where it can be found).
+    pub fn check(self, text: &str, origin: &str) -> Result<CheckedConfig, ServerError> {
+        let located = |needle: &str, message: String| {
+            let line = text.lines().position(|l| l.contains(needle)).map(|i| i + 1);
+            ServerError::Config(match line {
+                Some(line) => format!("{origin}:{line}: {message}"),
+                None => format!("{origin}: {message}"),
+            })
+        };
+        let mut profiles = builtin_profiles();
+        for (index, custom) in self.profiles.iter().enumerate() {
+            let at = format!("name = \"{}\"", custom.name);
+            let key = format!("profile[{index}]");
+            if custom.name.is_empty()
+                || !custom
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(located(
+                    &at,
+                    format!(
+                        "{key}.name {:?} must be letters, digits, '-' or '_'",
+                        custom.name
+                    ),
+                ));
+            }
+            if profiles.iter().any(|p| p.name == custom.name) {
+                return Err(located(
+                    &at,
+                    format!(
+                        "{key}.name {:?} is already defined (built-in: tls-server, tls-client, mtls)",
+                        custom.name
+                    ),
+                ));
+            }
+            if custom.default_validity == 0 || custom.default_validity > custom.max_validity {
+                return Err(located(
+                    &at,
+                    format!("{key}: default_validity must be above zero and at most max_validity"),
+                ));
+            }
+            if custom.key_algorithms.is_empty()
+                || custom.san_kinds.is_empty()
+                || custom.key_usage.is_empty()
+            {
+                return Err(located(
+                    &at,
+                    format!(
+                        "{key}: key_algorithms, key_usage and san_kinds must each list at least one value"
+                    ),
+                ));
+            }
+            profiles.push(Profile {
+                name: custom.name.clone(),
+                description: custom.description.clone(),
+                default_validity_seconds: custom.default_validity,
+                max_validity_seconds: custom.max_validity,
+                key_kinds: custom.key_algorithms.clone(),
+                min_rsa_bits: custom.min_rsa_bits.max(2048),
+                key_usage: custom.key_usage.clone(),
+                extended_key_usage: custom.extended_key_usage.clone(),
+                san_kinds: custom.san_kinds.clone(),
+                cabf_server: false,
+            });
+        }
+        if let Some(url) = &self.server.public_base_url
+            && !url.starts_with("http://")
+        {
+            return Err(located(
+                "public_base_url",
+                format!(
+                    "server.public_base_url {url:?} must start with http:// (relying parties fetch CRLs and OCSP over plain HTTP)"
+                ),
+            ));
+        }
+        let policy = if self.rules.is_empty() {
+            Policy::permissive_default()
+        } else {
+            Policy::new(self.rules.clone()).map_err(|e| {
+                let needle = self
+                    .rules
+                    .iter()
+                    .find(|r| e.to_string().contains(&format!("\"{}\"", r.name)))
+                    .map(|r| format!("name = \"{}\"", r.name))
+                    .unwrap_or_else(|| "[[rule]]".into());
+                located(&needle, format!("rule: {e}"))
+            })?
+        };
+        Ok(CheckedConfig {
+            config: self,
+            profiles,
+            policy,
+        })
+    }
+}
+
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// The key written at the start of the line containing `offset`, if any.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    Some(key.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_valid() {
+        let checked = Config::parse("", "x").unwrap().check("", "x").unwrap();
+        assert_eq!(checked.profiles.len(), 3);
+        assert_eq!(checked.config.server.listen.port(), 8443);
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let text = "[server]\nlisten = \"127.0.0.1:9443\"\nlisen = \"x\"\n";
+        let err = Config::parse(text, "c.toml").unwrap_err().to_string();
+        assert!(err.contains("c.toml:3:1"), "{err}");
+        assert!(err.contains("unknown field `lisen`"), "{err}");
+
+        let text = "[ca]\nkey_algorithm = \"rsa-1024\"\n";
+        let err = Config::parse(text, "c.toml").unwrap_err().to_string();
+        assert!(err.contains("c.toml:2:"), "{err}");
+        assert!(err.contains("ecdsa-p256"), "lists what is allowed: {err}");
+
+        let text = "[ca]\nroot_lifetime = \"10 weeks\"\n";
+        let err = Config::parse(text, "c.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("c.toml:2:") && err.contains("duration"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_policy_rules_are_located() {
+        let text = "[[rule]]\nname = \"web\"\nallow_dns = [\"exa mple.com\"]\n";
+        let err = Config::parse(text, "c.toml")
+            .unwrap()
+            .check(text, "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("configuration: c.toml:2:"), "{err}");
+        assert!(err.contains("exa mple.com"), "{err}");
+    }
+
+    #[test]
+    fn custom_profiles_are_checked() {
+        let text = "[[profile]]\nname = \"iot\"\ndefault_validity = \"30d\"\nmax_validity = \"1y\"\nkey_algorithms = [\"ecdsa-p256\"]\nkey_usage = [\"digital-signature\"]\nextended_key_usage = [\"client-auth\"]\nsan_kinds = [\"uri\"]\n";
+        let checked = Config::parse(text, "c").unwrap().check(text, "c").unwrap();
+        let iot = checked.profiles.iter().find(|p| p.name == "iot").unwrap();
+        assert_eq!(iot.max_validity_seconds, 365 * 86_400);
+        let dup = text.replace("\"iot\"", "\"mtls\"");
+        let err = Config::parse(&dup, "c")
+            .unwrap()
+            .check(&dup, "c")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already defined"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90d").unwrap(), 90 * 86_400);
+        assert_eq!(parse_duration("3600").unwrap(), 3600);
+        assert!(parse_duration("5w").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

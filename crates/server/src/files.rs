@@ -1,0 +1,62 @@
+//! Durable, atomic file writes: write a temporary file, fsync, rename, fsync the directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::ServerError;
+
+/// Mode for private keys: owner read/write only.
+pub const PRIVATE: u32 = 0o600;
+/// Mode for public files.
+pub const PUBLIC: u32 = 0o644;
+
+/// Writes `contents` to `path` atomically with `mode`; a reader sees the old file or the new one, never half.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), ServerError> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(dir).map_err(|e| ServerError::io(dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&temp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&temp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if let Err(error) = result {
+        let _ = fs::remove_file(&temp);
+        return Err(ServerError::io(path, error));
+    }
+    Ok(())
+}
+
+/// Creates a directory (and parents) readable only by the owner.
+pub fn create_private_dir(path: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if path.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| ServerError::io(path, e))
+}
+
+/// Reads a file to a string with a clear error.
+pub fn read_text(path: &Path) -> Result<String, ServerError> {
+    fs::read_to_string(path).map_err(|e| ServerError::io(path, e))
+}

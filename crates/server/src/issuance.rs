@@ -1,0 +1,407 @@
+//! Issuing a certificate: authorise, read the CSR (or generate a key), apply the profile and
+//! the policy, build and sign, then commit inventory row and audit entry in one transaction.
+//! The certificate is returned only after that commit is durable.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use base64::Engine;
+use certkeeper_pki::{
+    KeyAlgorithm, KeyKind, LeafRequest, Profile, PublicKeyInfo, SanEntry, Signer, SoftwareKey,
+    build_leaf, build_pkcs12, parse_certificate, parse_csr, random_serial, to_pem,
+};
+use certkeeper_policy::{
+    Decision, KeySpec, Request as PolicyRequest, RequestedName, normalize_dns_name,
+};
+use certkeeper_store::{AuditEvent, CertificateSource, Change, NewCertificate, Outcome};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use utoipa::ToSchema;
+
+use crate::auth::{Permission, Principal};
+use crate::config::parse_duration;
+use crate::problem::Problem;
+use crate::{AppState, Tenant};
+
+/// A request for a certificate: either a CSR, or a key algorithm for server-side key generation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueRequest {
+    /// Profile name: tls-server, tls-client, mtls or a custom one.
+    pub profile: String,
+    /// Tenant; defaults to the token's tenant, else `default`.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// PKCS#10 CSR, PEM. Leave out to have the server generate the key.
+    #[serde(default)]
+    pub csr: Option<String>,
+    /// Key algorithm for server-side generation (default ecdsa-p256).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "ecdsa-p256")]
+    pub key_algorithm: Option<KeyAlgorithm>,
+    /// With server-side generation: also return a PKCS#12 bundle under this password.
+    #[serde(default)]
+    pub pkcs12_password: Option<String>,
+    /// Subject common name; must be (or becomes) one of the SANs.
+    #[serde(default)]
+    pub common_name: Option<String>,
+    /// Names: DNS names, IP addresses, URIs (`spiffe://...`) and email addresses.
+    /// With a CSR and no `sans`, the CSR's names are used.
+    #[serde(default)]
+    pub sans: Vec<String>,
+    /// Lifetime such as "30d" or "3600"; default: the profile's.
+    #[serde(default)]
+    pub lifetime: Option<String>,
+    /// Labels stored with the certificate in the inventory.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// An issued certificate.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IssueResponse {
+    /// Serial number, hex.
+    pub serial: String,
+    /// The certificate, PEM.
+    pub certificate_pem: String,
+    /// The issuing CA chain (without the root), PEM.
+    pub chain_pem: String,
+    /// Certificate followed by the chain, PEM (what a TLS server serves).
+    pub full_chain_pem: String,
+    /// The root CA certificate, PEM (what relying parties trust).
+    pub root_pem: String,
+    /// Profile used.
+    pub profile: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Subject alternative names in the certificate.
+    pub sans: Vec<String>,
+    /// Start of validity, RFC 3339.
+    pub not_before: String,
+    /// End of validity, RFC 3339.
+    pub not_after: String,
+    /// The generated private key, PKCS#8 PEM (server-side generation only; returned this once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key_pem: Option<String>,
+    /// PKCS#12 bundle, base64 (when a password was given; returned this once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pkcs12_base64: Option<String>,
+}
+
+/// Seconds a certificate's notBefore is set before the moment of issuance, for clock skew.
+const BACKDATE_SECONDS: i64 = 60;
+
+/// Issues a certificate for `principal`; every refusal is audited before it is returned.
+pub async fn issue(
+    state: &AppState,
+    principal: &Principal,
+    request: IssueRequest,
+) -> Result<IssueResponse, Problem> {
+    let tenant = request
+        .tenant
+        .clone()
+        .or_else(|| principal.tenant.clone())
+        .unwrap_or_else(|| Tenant::DEFAULT.to_string());
+    let object = request
+        .sans
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "certificate request".into());
+    match prepare_and_sign(state, principal, &tenant, request).await {
+        Ok((record, response)) => {
+            let audit = AuditEvent {
+                actor: principal.token_id.clone(),
+                action: "certificate.issue".into(),
+                object: response.serial.clone(),
+                outcome: Outcome::Success,
+                detail: serde_json::json!({
+                    "profile": response.profile,
+                    "tenant": response.tenant,
+                    "sans": response.sans,
+                    "not_after": response.not_after,
+                    "spki_sha256": record.spki_sha256,
+                    "server_generated_key": response.private_key_pem.is_some(),
+                }),
+            };
+            state
+                .store
+                .apply(Change {
+                    certificates: vec![record],
+                    audit: vec![audit],
+                    ..Change::default()
+                })
+                .await?;
+            Ok(response)
+        }
+        Err(problem) => Err(state
+            .audit_denial(&principal.token_id, "certificate.issue", &object, problem)
+            .await),
+    }
+}
+
+async fn prepare_and_sign(
+    state: &AppState,
+    principal: &Principal,
+    tenant: &str,
+    request: IssueRequest,
+) -> Result<(NewCertificate, IssueResponse), Problem> {
+    principal.require(Permission::Issue)?;
+    principal.require_tenant(tenant)?;
+    Tenant::validate(tenant)?;
+    let profile = state.profile(&request.profile)?;
+
+    let (public_key, csr_names, generated) = match (&request.csr, request.key_algorithm) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::malformed(
+                "send either `csr` or `key_algorithm`, not both",
+            ));
+        }
+        (Some(csr), None) => {
+            if request.pkcs12_password.is_some() {
+                return Err(Problem::malformed(
+                    "`pkcs12_password` needs server-side key generation (no `csr`)",
+                ));
+            }
+            let info = parse_csr(csr.as_bytes())?;
+            (info.public_key, Some((info.common_name, info.sans)), None)
+        }
+        (None, algorithm) => {
+            let algorithm = algorithm.unwrap_or(KeyAlgorithm::EcdsaP256);
+            let key = SoftwareKey::generate(algorithm)?;
+            (key.public_key().clone(), None, Some(key))
+        }
+    };
+
+    let (mut common_name, mut sans) = match csr_names {
+        Some((csr_cn, csr_sans)) if request.sans.is_empty() => {
+            (request.common_name.clone().or(csr_cn), csr_sans)
+        }
+        Some((csr_cn, _)) => (
+            request.common_name.clone().or(csr_cn),
+            parse_names(&request.sans)?,
+        ),
+        None => (request.common_name.clone(), parse_names(&request.sans)?),
+    };
+    sans = normalize_sans(sans)?;
+    if let Some(cn) = common_name.take() {
+        let cn_entry = normalize_sans(parse_names(std::slice::from_ref(&cn))?)?.remove(0);
+        if !sans.contains(&cn_entry) && profile.san_kinds.contains(&cn_entry.kind()) {
+            sans.insert(0, cn_entry.clone());
+        }
+        common_name = Some(match &cn_entry {
+            SanEntry::Dns(name) => name.clone(),
+            _ => cn,
+        });
+    }
+
+    let lifetime = match &request.lifetime {
+        Some(text) => {
+            parse_duration(text).map_err(|e| Problem::malformed(format!("lifetime: {e}")))?
+        }
+        None => profile.default_validity_seconds,
+    };
+    profile.check(&public_key, common_name.as_deref(), &sans, lifetime)?;
+    check_policy(state, tenant, profile, &public_key, &sans, lifetime)?;
+
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .map_err(|e| Problem::internal(e.to_string()))?;
+    let not_before = now - Duration::seconds(BACKDATE_SECONDS);
+    let lifetime_i64 =
+        i64::try_from(lifetime).map_err(|_| Problem::malformed("lifetime is too large"))?;
+    let not_after = not_before + Duration::seconds(lifetime_i64 - 1);
+    let ca_not_after = parse_certificate(state.ca.issuer.certificate_der())?.not_after;
+    if not_after.unix_timestamp() > ca_not_after {
+        return Err(Problem::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "lifetime-exceeds-ca",
+            "Lifetime beyond the CA",
+            "the certificate would outlive its issuing CA; ask for a shorter lifetime",
+        ));
+    }
+    let der = build_leaf(
+        &LeafRequest {
+            profile,
+            public_key: &public_key,
+            common_name: common_name.as_deref(),
+            sans: &sans,
+            serial: random_serial()?,
+            not_before,
+            not_after,
+            urls: &state.urls,
+        },
+        &state.ca.issuer,
+    )?;
+    let summary = parse_certificate(&der)?;
+
+    let certificate_pem = to_pem("CERTIFICATE", &der);
+    let (private_key_pem, pkcs12_base64) = match &generated {
+        None => (None, None),
+        Some(key) => {
+            let p12 = match &request.pkcs12_password {
+                Some(password) => Some(base64::engine::general_purpose::STANDARD.encode(
+                    build_pkcs12(
+                        &key.pkcs8_der(),
+                        &der,
+                        &state.ca.chain_der,
+                        password,
+                        &summary.serial,
+                    )?,
+                )),
+                None => None,
+            };
+            (Some(key.pkcs8_pem()), p12)
+        }
+    };
+    let record = NewCertificate {
+        serial: summary.serial.clone(),
+        issuer: summary.issuer,
+        subject: summary.subject,
+        common_name: summary.common_name,
+        sans: summary.sans.iter().map(ToString::to_string).collect(),
+        not_before: summary.not_before,
+        not_after: summary.not_after,
+        key_algorithm: summary.key_algorithm,
+        spki_sha256: summary.spki_sha256,
+        fingerprint_sha256: summary.fingerprint_sha256,
+        profile: Some(profile.name.clone()),
+        tenant: tenant.to_string(),
+        requester: principal.token_id.clone(),
+        source: CertificateSource::Issued,
+        labels: request.labels,
+        der,
+    };
+    let response = IssueResponse {
+        serial: record.serial.clone(),
+        full_chain_pem: format!("{certificate_pem}{}", state.ca.chain_pem),
+        certificate_pem,
+        chain_pem: state.ca.chain_pem.clone(),
+        root_pem: state.ca.root_pem.clone(),
+        profile: profile.name.clone(),
+        tenant: tenant.to_string(),
+        sans: record.sans.clone(),
+        not_before: rfc3339(record.not_before),
+        not_after: rfc3339(record.not_after),
+        private_key_pem,
+        pkcs12_base64,
+    };
+    Ok((record, response))
+}
+
+/// Formats Unix seconds as RFC 3339.
+pub fn rfc3339(seconds: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| seconds.to_string())
+}
+
+/// Reads names: `dns:`, `ip:`, `uri:`, `email:` prefixes, or guessed from the form.
+fn parse_names(names: &[String]) -> Result<Vec<SanEntry>, Problem> {
+    names
+        .iter()
+        .map(|raw| {
+            let name = raw.trim();
+            let lower = name.to_ascii_lowercase();
+            let entry =
+                if let Some(rest) = lower.strip_prefix("dns:") {
+                    SanEntry::Dns(rest.to_string())
+                } else if lower.starts_with("ip:") {
+                    SanEntry::Ip(name[3..].parse().map_err(|_| {
+                        Problem::malformed(format!("{name:?} is not an IP address"))
+                    })?)
+                } else if lower.starts_with("email:") {
+                    SanEntry::Email(name[6..].to_string())
+                } else if lower.starts_with("uri:") {
+                    SanEntry::Uri(name[4..].to_string())
+                } else if name.contains("://") || lower.starts_with("urn:") {
+                    SanEntry::Uri(name.to_string())
+                } else if let Ok(ip) = name.parse::<IpAddr>() {
+                    SanEntry::Ip(ip)
+                } else if name.contains('@') {
+                    SanEntry::Email(name.to_string())
+                } else {
+                    SanEntry::Dns(name.to_string())
+                };
+            Ok(entry)
+        })
+        .collect()
+}
+
+/// Normalises DNS names (lower case, no trailing dot, valid labels) and removes duplicates.
+fn normalize_sans(sans: Vec<SanEntry>) -> Result<Vec<SanEntry>, Problem> {
+    let mut out: Vec<SanEntry> = Vec::with_capacity(sans.len());
+    for san in sans {
+        let san = match san {
+            SanEntry::Dns(name) => SanEntry::Dns(normalize_dns_name(&name).map_err(|e| {
+                Problem::new(
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "invalid-name",
+                    "Invalid name",
+                    e.to_string(),
+                )
+            })?),
+            SanEntry::Ip(ip) => SanEntry::Ip(match ip {
+                IpAddr::V6(v6) => v6
+                    .to_ipv4_mapped()
+                    .map(IpAddr::V4)
+                    .unwrap_or(IpAddr::V6(v6)),
+                v4 => v4,
+            }),
+            other => other,
+        };
+        if !out.contains(&san) {
+            out.push(san);
+        }
+    }
+    if out.len() > 100 {
+        return Err(Problem::malformed(
+            "at most 100 subject alternative names per certificate",
+        ));
+    }
+    Ok(out)
+}
+
+fn check_policy(
+    state: &AppState,
+    tenant: &str,
+    profile: &Profile,
+    key: &PublicKeyInfo,
+    sans: &[SanEntry],
+    lifetime: u64,
+) -> Result<(), Problem> {
+    let names: Vec<RequestedName> = sans
+        .iter()
+        .map(|san| match san {
+            SanEntry::Dns(v) => RequestedName::Dns(v.clone()),
+            SanEntry::Ip(v) => RequestedName::Ip(*v),
+            SanEntry::Uri(v) => RequestedName::Uri(v.clone()),
+            SanEntry::Email(v) => RequestedName::Email(v.clone()),
+        })
+        .collect();
+    let kind = match key.kind {
+        KeyKind::EcdsaP256 => certkeeper_policy::KeyKind::EcdsaP256,
+        KeyKind::EcdsaP384 => certkeeper_policy::KeyKind::EcdsaP384,
+        KeyKind::Rsa => certkeeper_policy::KeyKind::Rsa,
+        KeyKind::Ed25519 => certkeeper_policy::KeyKind::Ed25519,
+    };
+    let decision = state.policy.evaluate(&PolicyRequest {
+        tenant,
+        profile: &profile.name,
+        names: &names,
+        lifetime_seconds: lifetime,
+        key: KeySpec {
+            kind,
+            bits: key.bits,
+        },
+    });
+    match decision {
+        Decision::Allow => Ok(()),
+        Decision::Deny(denials) => Err(Problem::policy_denied(
+            denials.iter().map(ToString::to_string).collect(),
+        )),
+    }
+}

@@ -1,0 +1,217 @@
+//! Starting the server: data directory, store, CA, bootstrap token, TLS, listeners.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use certkeeper_store::{AuditEvent, Change, Outcome, Store, sqlite_url};
+use tokio::task::JoinHandle;
+
+use crate::auth::{Role, TokenVerifier, mint};
+use crate::ca::{CaInit, CaPaths, issuer_urls};
+use crate::config::CheckedConfig;
+use crate::{AppState, ServerError, api, ca, files, tls};
+
+/// How to run the server.
+pub struct ServeOptions {
+    /// Parsed and checked configuration.
+    pub config: CheckedConfig,
+    /// The data directory.
+    pub data_dir: PathBuf,
+}
+
+/// A running server.
+pub struct Started {
+    /// HTTPS API address.
+    pub https: SocketAddr,
+    /// Plain-HTTP address (CA certificates, later CRL and OCSP).
+    pub http: SocketAddr,
+    /// Where the root certificate is.
+    pub root_path: PathBuf,
+    /// SHA-256 fingerprint of the root certificate.
+    pub root_fingerprint: String,
+    /// The bootstrap admin token, set only on the start that created it.
+    pub admin_token: Option<String>,
+    /// The public base URL.
+    pub base_url: String,
+    handle: axum_server::Handle<SocketAddr>,
+    http_shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    store: Store,
+}
+
+impl Started {
+    /// Stops accepting, lets in-flight requests finish (up to 10 s), and closes the store.
+    pub async fn shutdown(self) {
+        self.handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        let _ = self.http_shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.store.close().await;
+    }
+}
+
+/// Prepares everything and starts both listeners.
+pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let ServeOptions {
+        config: checked,
+        data_dir,
+    } = options;
+    let config = &checked.config;
+    files::create_private_dir(&data_dir)?;
+    let database_url = config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| sqlite_url(&data_dir));
+    let store = Store::open(&database_url).await?;
+    let base_url = config.server.base_url();
+
+    let paths = CaPaths::new(&data_dir);
+    if !paths.is_initialized() && !paths.intermediate_csr.exists() {
+        let report = ca::initialize(&data_dir, &config.ca, &base_url, &CaInit::Generate)?;
+        ca::record_ca_certificates(&store, &report.certificates, "certkeeper", "ca.init").await?;
+    }
+    let loaded = ca::load(&data_dir)?;
+    record_policy(&store, &checked).await?;
+    let admin_token = bootstrap_admin(&store).await?;
+    let tls = tls::ensure(
+        &data_dir,
+        &loaded,
+        &store,
+        config.server.listen.ip(),
+        &config.server.tls_names,
+    )
+    .await?;
+
+    let root_fingerprint = loaded.root_fingerprint.clone();
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        urls: issuer_urls(&base_url, "intermediate"),
+        ca: loaded,
+        profiles: checked
+            .profiles
+            .iter()
+            .map(|p| (p.name.clone(), p.clone()))
+            .collect(),
+        policy: checked.policy.clone(),
+        tokens: TokenVerifier::default(),
+        max_body_bytes: config.server.max_body_bytes,
+        data_dir: data_dir.clone(),
+    });
+
+    let https_listener = std::net::TcpListener::bind(config.server.listen).map_err(|e| {
+        ServerError::Listen(format!("cannot listen on {}: {e}", config.server.listen))
+    })?;
+    https_listener
+        .set_nonblocking(true)
+        .map_err(|e| ServerError::Listen(e.to_string()))?;
+    let https = https_listener
+        .local_addr()
+        .map_err(|e| ServerError::Listen(e.to_string()))?;
+    let http_listener = tokio::net::TcpListener::bind(config.server.http_listen)
+        .await
+        .map_err(|e| {
+            ServerError::Listen(format!(
+                "cannot listen on {}: {e}",
+                config.server.http_listen
+            ))
+        })?;
+    let http = http_listener
+        .local_addr()
+        .map_err(|e| ServerError::Listen(e.to_string()))?;
+
+    let rustls_config =
+        RustlsConfig::from_pem(tls.chain_pem.into_bytes(), tls.key_pem.into_bytes())
+            .await
+            .map_err(|e| ServerError::Listen(format!("TLS configuration: {e}")))?;
+    let handle = axum_server::Handle::new();
+    let https_server = axum_server::from_tcp_rustls(https_listener, rustls_config)
+        .map_err(|e| ServerError::Listen(e.to_string()))?
+        .handle(handle.clone());
+    let api_router = api::router(state.clone());
+    let https_task = tokio::spawn(async move {
+        if let Err(error) = https_server.serve(api_router.into_make_service()).await {
+            tracing::error!(%error, "HTTPS listener stopped");
+        }
+    });
+    let (http_shutdown, mut http_stop) = tokio::sync::watch::channel(false);
+    let public_router = api::public_router(state.clone());
+    let http_task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = http_stop.changed().await;
+        };
+        if let Err(error) = axum::serve(http_listener, public_router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(%error, "HTTP listener stopped");
+        }
+    });
+    Ok(Started {
+        https,
+        http,
+        root_path: paths.root_cert,
+        root_fingerprint,
+        admin_token,
+        base_url,
+        handle,
+        http_shutdown,
+        tasks: vec![https_task, http_task],
+        store,
+    })
+}
+
+/// Audits the policy when it differs from the one last recorded.
+async fn record_policy(store: &Store, checked: &CheckedConfig) -> Result<(), ServerError> {
+    let rules = serde_json::to_string(checked.policy.rules())
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    let profiles =
+        serde_json::to_string(&checked.profiles).map_err(|e| ServerError::Config(e.to_string()))?;
+    let digest = certkeeper_pki::sha256_hex(format!("{rules}\n{profiles}").as_bytes());
+    if store.setting("policy_sha256").await?.as_deref() == Some(digest.as_str()) {
+        return Ok(());
+    }
+    let audit = AuditEvent {
+        actor: "config".into(),
+        action: "policy.change".into(),
+        object: "policy".into(),
+        outcome: Outcome::Success,
+        detail: serde_json::json!({"sha256": digest, "rules": checked.policy.rules(), "profiles": checked.profiles.iter().map(|p| &p.name).collect::<Vec<_>>()}),
+    };
+    store
+        .apply(Change {
+            settings: vec![("policy_sha256".into(), digest)],
+            audit: vec![audit],
+            ..Change::default()
+        })
+        .await?;
+    Ok(())
+}
+
+/// Creates the first admin token when there is none; returns it so it can be shown once.
+async fn bootstrap_admin(store: &Store) -> Result<Option<String>, ServerError> {
+    if !store.tokens().await?.is_empty() {
+        return Ok(None);
+    }
+    let minted = mint("bootstrap admin", Role::Admin, None, "certkeeper", None)
+        .map_err(|p| ServerError::Config(p.detail))?;
+    let audit = AuditEvent {
+        actor: "certkeeper".into(),
+        action: "token.create".into(),
+        object: minted.record.id.clone(),
+        outcome: Outcome::Success,
+        detail: serde_json::json!({"name": minted.record.name, "role": "admin", "tenant": null}),
+    };
+    store
+        .apply(Change {
+            tokens: vec![minted.record],
+            audit: vec![audit],
+            ..Change::default()
+        })
+        .await?;
+    Ok(Some(minted.secret))
+}
