@@ -1,5 +1,7 @@
 //! Issuance against the real binary, checked with openssl and pkilint.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
 mod common;
 
 use std::path::Path;
@@ -157,6 +159,7 @@ async fn openssl_csr_is_issued_verified_and_used_for_a_tls_handshake() {
         break;
     }
     let _ = s_server.kill();
+    let _ = s_server.wait();
     let handshake = handshake.expect("s_server never accepted");
     let output = text(&handshake);
     assert!(output.contains("Verify return code: 0 (ok)"), "{output}");

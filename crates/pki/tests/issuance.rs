@@ -1,5 +1,7 @@
 //! Builds CA hierarchies and leaves for every key algorithm and checks the results.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
 use std::sync::Arc;
 
 use certkeeper_pki::*;

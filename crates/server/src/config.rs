@@ -203,6 +203,7 @@ fn serialize_seconds<S: serde::Serializer>(
 }
 
 /// A configuration that parsed and whose parts were checked.
+#[derive(Debug)]
 pub struct CheckedConfig {
     /// The raw configuration.
     pub config: Config,

@@ -1,6 +1,8 @@
 //! The store suite. Every test runs on SQLite and on PostgreSQL; PostgreSQL is never skipped:
 //! point CERTKEEPER_TEST_POSTGRES_URL at a server (default postgres://postgres@127.0.0.1:5432/postgres).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
 use std::collections::BTreeMap;
 
 use certkeeper_store::*;
