@@ -109,12 +109,7 @@ pub async fn issue(args: IssueArgs) -> Result<ExitCode, CliError> {
         }
         Ok(())
     };
-    write(&args.out_cert, response.certificate_pem.as_bytes(), PUBLIC)?;
-    write(
-        &args.out_fullchain,
-        response.full_chain_pem.as_bytes(),
-        PUBLIC,
-    )?;
+    // The key first: it exists nowhere else.
     if let Some(key) = &response.private_key_pem {
         write(&args.out_key, key.as_bytes(), PRIVATE)?;
     }
@@ -124,6 +119,12 @@ pub async fn issue(args: IssueArgs) -> Result<ExitCode, CliError> {
             .map_err(|e| CliError::Http(format!("bad PKCS#12 from the server: {e}")))?;
         write(&args.out_pkcs12, &bytes, PRIVATE)?;
     }
+    write(&args.out_cert, response.certificate_pem.as_bytes(), PUBLIC)?;
+    write(
+        &args.out_fullchain,
+        response.full_chain_pem.as_bytes(),
+        PUBLIC,
+    )?;
     match args.server.output {
         OutputFormat::Json => print_json(&response)?,
         OutputFormat::Table => {
@@ -387,17 +388,23 @@ pub async fn import(args: ImportArgs) -> Result<ExitCode, CliError> {
     let mut batch: Vec<String> = Vec::new();
     let mut sources: Vec<String> = Vec::new();
     for (index, file) in files.iter().enumerate() {
-        match read_certificates(file) {
-            Ok(pems) => {
-                for pem in pems {
-                    batch.push(pem);
-                    sources.push(file.display().to_string());
-                }
+        let mut pending = match read_certificates(file) {
+            Ok(pems) => pems,
+            Err(error) => {
+                unreadable.push((file.display().to_string(), error));
+                Vec::new()
             }
-            Err(error) => unreadable.push((file.display().to_string(), error)),
-        }
+        };
         progress.set_position(index as u64 + 1);
-        if batch.len() >= IMPORT_BATCH || (index + 1 == files.len() && !batch.is_empty()) {
+        // Send full batches (a large bundle spans several), and the rest after the last file.
+        loop {
+            let take = pending.len().min(IMPORT_BATCH - batch.len());
+            sources.extend(std::iter::repeat_n(file.display().to_string(), take));
+            batch.extend(pending.drain(..take));
+            let last_file = index + 1 == files.len() && pending.is_empty();
+            if batch.is_empty() || (batch.len() < IMPORT_BATCH && !last_file) {
+                break;
+            }
             let body =
                 serde_json::json!({"tenant": args.tenant, "labels": labels, "certificates": batch});
             let response: ImportResponse =

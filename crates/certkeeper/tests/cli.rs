@@ -379,8 +379,8 @@ async fn tokens_issue_import_and_list_through_the_cli() {
     ));
     assert!(refused.contains("--out-key"), "{refused}");
 
-    // Import a directory tree: two new certificates, two already known (one issued above, and
-    // this server's own root), one unreadable file.
+    // Import a directory tree: three new certificates (this server's root is new to the
+    // tenant), one already known (issued above), one unreadable file.
     let tree = work.join("existing");
     std::fs::create_dir_all(tree.join("nested/deeper")).unwrap();
     std::fs::copy(work.join("pay.crt"), tree.join("dup.pem")).unwrap();
@@ -431,8 +431,8 @@ async fn tokens_issue_import_and_list_through_the_cli() {
     ));
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["files"], 5, "{report}");
-    assert_eq!(report["imported"], 2, "{report}");
-    assert_eq!(report["duplicates"], 2, "{report}");
+    assert_eq!(report["imported"], 3, "{report}");
+    assert_eq!(report["duplicates"], 1, "{report}");
     assert_eq!(
         report["unreadable"].as_array().unwrap().len(),
         1,
@@ -469,7 +469,7 @@ async fn tokens_issue_import_and_list_through_the_cli() {
         &issuer_env,
     ));
     let page: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    assert_eq!(page["items"].as_array().unwrap().len(), 3);
     let table = ok(&certkeeper(
         &["list", "--name", "pay.example"],
         work,

@@ -172,6 +172,30 @@ async fn authorize(
     }
 }
 
+/// The audit log spans every tenant, so only unscoped tokens may read it.
+async fn require_unscoped(
+    state: &SharedState,
+    principal: &Principal,
+    action: &str,
+) -> Result<(), Problem> {
+    match &principal.tenant {
+        None => Ok(()),
+        Some(tenant) => Err(state
+            .audit_denial(
+                &principal.token_id,
+                action,
+                "audit log",
+                Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "tenant-scoped-token",
+                    "Token scoped to a tenant",
+                    format!("the audit log spans every tenant; this token is scoped to {tenant:?}, use an admin or auditor token without a tenant"),
+                ),
+            )
+            .await),
+    }
+}
+
 /// Decodes a JSON body; a bad or oversized body is audited and answered with a problem.
 async fn json_body<T: DeserializeOwned>(
     state: &SharedState,
@@ -541,6 +565,11 @@ async fn import_certificates(
         }
     }
     let submitted = records.len();
+    if submitted > IMPORT_MAX_CERTIFICATES {
+        return Err(Problem::malformed(format!(
+            "at most {IMPORT_MAX_CERTIFICATES} certificates per request (bundles count each certificate)"
+        )));
+    }
     if submitted == 0 {
         return Ok(Json(ImportResponse {
             imported: 0,
@@ -647,7 +676,7 @@ async fn create_token(
             .as_deref()
             .map(|text| {
                 parse_duration(text)
-                    .map(|s| now() + i64::try_from(s).unwrap_or(i64::MAX / 2))
+                    .map(|s| now().saturating_add(i64::try_from(s).unwrap_or(i64::MAX)))
                     .map_err(Problem::malformed)
             })
             .transpose()
@@ -817,7 +846,8 @@ async fn list_audit(
     headers: HeaderMap,
     params: Result<Query<AuditParams>, QueryRejection>,
 ) -> Result<Json<Vec<AuditEntryView>>, Problem> {
-    authorize(&state, &headers, Permission::Audit, "audit.read").await?;
+    let principal = authorize(&state, &headers, Permission::Audit, "audit.read").await?;
+    require_unscoped(&state, &principal, "audit.read").await?;
     let Query(params) = params.map_err(|e| Problem::malformed(format!("query: {e}")))?;
     let entries = state
         .store
@@ -875,7 +905,8 @@ async fn verify_audit(
     State(state): State<SharedState>,
     headers: HeaderMap,
 ) -> Result<Json<AuditVerification>, Problem> {
-    authorize(&state, &headers, Permission::Audit, "audit.verify").await?;
+    let principal = authorize(&state, &headers, Permission::Audit, "audit.verify").await?;
+    require_unscoped(&state, &principal, "audit.verify").await?;
     let report = state.store.verify_audit().await?;
     Ok(Json(AuditVerification {
         ok: report.ok(),
@@ -940,8 +971,19 @@ async fn get_policy(
     State(state): State<SharedState>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, Problem> {
-    authorize(&state, &headers, Permission::Read, "policy.read").await?;
-    Ok(Json(serde_json::json!({ "rules": state.policy.rules() })))
+    let principal = authorize(&state, &headers, Permission::Read, "policy.read").await?;
+    let rules: Vec<_> = state
+        .policy
+        .rules()
+        .iter()
+        .filter(|rule| match &principal.tenant {
+            None => true,
+            Some(tenant) => {
+                rule.tenants.is_empty() || rule.tenants.iter().any(|t| t == "*" || t == tenant)
+            }
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "rules": rules })))
 }
 
 /// The CA certificates.

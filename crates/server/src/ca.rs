@@ -89,6 +89,8 @@ pub struct LoadedCa {
     pub root_pem: String,
     /// SHA-256 fingerprint of the root certificate, hex.
     pub root_fingerprint: String,
+    /// notAfter of the issuing CA, Unix seconds: no certificate may outlive it.
+    pub issuing_not_after: i64,
 }
 
 fn subject(section: &CaSection, common_name: &str) -> CaSubject {
@@ -376,6 +378,7 @@ pub fn load(data_dir: &Path) -> Result<LoadedCa, ServerError> {
         .first()
         .cloned()
         .ok_or_else(|| ServerError::Ca("empty intermediate file".into()))?;
+    let issuing_not_after = parse_certificate(&issuing)?.not_after;
     let issuer = CaIssuer::new(issuing, key)?;
     let chain_pem = chain_der
         .iter()
@@ -388,6 +391,7 @@ pub fn load(data_dir: &Path) -> Result<LoadedCa, ServerError> {
         root_der,
         chain_der,
         chain_pem,
+        issuing_not_after,
     })
 }
 

@@ -177,9 +177,28 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
             ));
         }
     };
-    number
-        .checked_mul(factor)
-        .ok_or_else(|| format!("duration {text:?} is too large"))
+    match number.checked_mul(factor) {
+        Some(seconds) if seconds <= MAX_DURATION => Ok(seconds),
+        _ => Err(format!("duration {text:?} is too large (at most 100y)")),
+    }
+}
+
+/// Longest duration accepted anywhere: 100 years.
+const MAX_DURATION: u64 = 100 * YEAR;
+
+/// Checks a public base URL: plain http, ASCII, no spaces (it goes into IA5String URIs).
+pub fn validate_base_url(url: &str) -> Result<(), ServerError> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        ServerError::Config(format!(
+            "server.public_base_url {url:?} must start with http:// (relying parties fetch CRLs and OCSP over plain HTTP)"
+        ))
+    })?;
+    if rest.is_empty() || !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ServerError::Config(format!(
+            "server.public_base_url {url:?} must be an ASCII URL with a host and no spaces (use the punycode form of international names)"
+        )));
+    }
+    Ok(())
 }
 
 fn duration_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
@@ -304,13 +323,12 @@ impl Config {
             });
         }
         if let Some(url) = &self.server.public_base_url
-            && !url.starts_with("http://")
+            && let Err(error) = validate_base_url(url)
         {
+            let message = error.to_string();
             return Err(located(
                 "public_base_url",
-                format!(
-                    "server.public_base_url {url:?} must start with http:// (relying parties fetch CRLs and OCSP over plain HTTP)"
-                ),
+                message.trim_start_matches("configuration: ").to_string(),
             ));
         }
         let policy = if self.rules.is_empty() {

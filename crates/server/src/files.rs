@@ -2,7 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use crate::ServerError;
@@ -23,14 +23,18 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Serve
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut nonce = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut nonce)
+        .map_err(|_| ServerError::io(path, "the system random generator failed"))?;
+    let temp = dir.join(format!(".{name}.tmp-{}", hex::encode(nonce)));
     let result = (|| {
+        // create_new: never follow or reuse a planted file or symlink at the temporary path.
         let mut file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
             .open(&temp)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
         file.write_all(contents)?;
         file.sync_all()?;
         fs::rename(&temp, path)?;

@@ -172,27 +172,42 @@ async fn prepare_and_sign(
         }
     };
 
-    let (mut common_name, mut sans) = match csr_names {
+    // A CN the caller asked for must be usable; one that only came from the CSR is dropped
+    // when it is not a name the profile allows (the CN is only a copy of a SAN).
+    let (requested_cn, csr_cn, mut sans) = match csr_names {
         Some((csr_cn, csr_sans)) if request.sans.is_empty() => {
-            (request.common_name.clone().or(csr_cn), csr_sans)
+            (request.common_name.clone(), csr_cn, csr_sans)
         }
         Some((csr_cn, _)) => (
-            request.common_name.clone().or(csr_cn),
+            request.common_name.clone(),
+            csr_cn,
             parse_names(&request.sans)?,
         ),
-        None => (request.common_name.clone(), parse_names(&request.sans)?),
+        None => (
+            request.common_name.clone(),
+            None,
+            parse_names(&request.sans)?,
+        ),
     };
     sans = normalize_sans(sans)?;
-    if let Some(cn) = common_name.take() {
-        let cn_entry = normalize_sans(parse_names(std::slice::from_ref(&cn))?)?.remove(0);
-        if !sans.contains(&cn_entry) && profile.san_kinds.contains(&cn_entry.kind()) {
-            sans.insert(0, cn_entry.clone());
-        }
-        common_name = Some(match &cn_entry {
-            SanEntry::Dns(name) => name.clone(),
-            _ => cn,
-        });
+    let common_name = match (requested_cn, csr_cn) {
+        (Some(cn), _) => Some(common_name_entry(&cn, profile)?),
+        (None, Some(cn)) => common_name_entry(&cn, profile).ok(),
+        (None, None) => None,
+    };
+    if let Some(entry) = &common_name
+        && !sans.contains(entry)
+    {
+        sans.insert(0, entry.clone());
     }
+    // The CN is the SAN's canonical text (RFC 5952 for IPv6), and only when it fits the
+    // 64-character upper bound of RFC 5280; otherwise the subject stays empty.
+    let common_name = common_name
+        .map(|entry| match entry {
+            SanEntry::Dns(v) | SanEntry::Uri(v) | SanEntry::Email(v) => v,
+            SanEntry::Ip(ip) => ip.to_string(),
+        })
+        .filter(|text| text.len() <= 64);
 
     let lifetime = match &request.lifetime {
         Some(text) => {
@@ -210,8 +225,7 @@ async fn prepare_and_sign(
     let lifetime_i64 =
         i64::try_from(lifetime).map_err(|_| Problem::malformed("lifetime is too large"))?;
     let not_after = not_before + Duration::seconds(lifetime_i64 - 1);
-    let ca_not_after = parse_certificate(state.ca.issuer.certificate_der())?.not_after;
-    if not_after.unix_timestamp() > ca_not_after {
+    if not_after.unix_timestamp() > state.ca.issuing_not_after {
         return Err(Problem::new(
             axum::http::StatusCode::BAD_REQUEST,
             "lifetime-exceeds-ca",
@@ -297,6 +311,27 @@ pub fn rfc3339(seconds: i64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| seconds.to_string())
+}
+
+/// The SAN a common name stands for; refused when the profile does not allow that kind.
+fn common_name_entry(cn: &str, profile: &Profile) -> Result<SanEntry, Problem> {
+    let entry = normalize_sans(parse_names(&[cn.to_string()])?)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Problem::malformed("empty common name"))?;
+    if !profile.san_kinds.contains(&entry.kind()) {
+        return Err(Problem::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "profile-violation",
+            "Request does not fit the profile",
+            format!(
+                "the common name {cn:?} is a {} name, which profile {:?} does not allow; leave the CN out",
+                entry.kind().name(),
+                profile.name
+            ),
+        ));
+    }
+    Ok(entry)
 }
 
 /// Reads names: `dns:`, `ip:`, `uri:`, `email:` prefixes, or guessed from the form.

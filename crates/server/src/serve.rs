@@ -69,6 +69,7 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
         .unwrap_or_else(|| sqlite_url(&data_dir));
     let store = Store::open(&database_url).await?;
     let base_url = config.server.base_url();
+    crate::config::validate_base_url(&base_url)?;
 
     let paths = CaPaths::new(&data_dir);
     if !paths.is_initialized() && !paths.intermediate_csr.exists() {

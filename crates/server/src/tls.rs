@@ -67,7 +67,9 @@ pub async fn ensure(
             let fresh = current.not_after - now.unix_timestamp() > LIFETIME_DAYS * 86_400 / 3;
             let same_issuer = current.authority_key_id
                 == parse_certificate(ca.issuer.certificate_der())?.subject_key_id;
-            if fresh && same_issuer && current.sans == names {
+            let key_matches = SoftwareKey::from_pem(&key_pem)
+                .is_ok_and(|key| key.public_key().spki_sha256() == current.spki_sha256);
+            if fresh && key_matches && same_issuer && current.sans == names {
                 return Ok(ServerTls {
                     chain_pem: cert_pem,
                     key_pem,

@@ -139,7 +139,7 @@ impl Store {
 
 /// Removes a password from a database URL for messages.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
+    match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let credentials = &url[scheme_end + 3..at];
             match credentials.find(':') {

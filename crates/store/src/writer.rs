@@ -33,30 +33,32 @@ async fn run(pool: AnyPool, _backend: Backend, mut requests: mpsc::Receiver<Writ
         }
         let changes: Vec<&Change> = batch.iter().map(|r| &r.change).collect();
         match commit(&pool, &changes).await {
-            Ok(outcomes) => {
-                for (request, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = request.reply.send(Ok(outcome));
+            Ok(results) => {
+                for (request, result) in batch.into_iter().zip(results) {
+                    let _ = request.reply.send(result);
                 }
             }
-            Err(error) if batch.len() == 1 => {
-                if let Some(request) = batch.pop() {
-                    let _ = request.reply.send(Err(error));
-                }
-            }
-            Err(_) => {
-                // One change spoiled the group: commit each alone so only it fails.
+            Err(error) => {
+                // The transaction as a whole failed (database unreachable, commit refused):
+                // nothing is retried, every caller learns that nothing was acknowledged.
+                let message = error.to_string();
                 for request in batch {
-                    let result = commit(&pool, &[&request.change]).await;
                     let _ = request
                         .reply
-                        .send(result.map(|mut outcomes| outcomes.pop().unwrap_or_default()));
+                        .send(Err(StoreError::Unavailable(message.clone())));
                 }
             }
         }
     }
 }
 
-async fn commit(pool: &AnyPool, changes: &[&Change]) -> Result<Vec<ChangeOutcome>, StoreError> {
+/// Commits a group of changes in one transaction. Each change runs inside its own
+/// savepoint, so a change that fails (a conflict, a missing row) is rolled back alone and
+/// reported to its caller while the others commit. The outer error means nothing committed.
+async fn commit(
+    pool: &AnyPool,
+    changes: &[&Change],
+) -> Result<Vec<Result<ChangeOutcome, StoreError>>, StoreError> {
     let mut tx = pool.begin().await?;
     // Taking the head row's write lock first serialises appenders, across processes too.
     let head: AnyRow =
@@ -67,42 +69,33 @@ async fn commit(pool: &AnyPool, changes: &[&Change]) -> Result<Vec<ChangeOutcome
     let mut prev_hash: String = head.try_get("hash")?;
     let now_ms = now_ms();
     let now_s = now_ms / 1000;
-    let mut outcomes = Vec::with_capacity(changes.len());
+    let mut results = Vec::with_capacity(changes.len());
     for change in changes {
+        sqlx::query("SAVEPOINT change").execute(&mut *tx).await?;
         let mut outcome = ChangeOutcome::default();
-        apply_change(&mut tx, change, now_s, &mut outcome).await?;
-        for event in &change.audit {
-            seq += 1;
-            let detail = event.detail.to_string();
-            let hash = entry_hash(
-                seq,
-                now_ms,
-                &event.actor,
-                &event.action,
-                &event.object,
-                event.outcome.as_str(),
-                &detail,
-                &prev_hash,
-            );
-            sqlx::query(
-                "INSERT INTO audit_log (seq, at_ms, actor, action, object, outcome, detail, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(seq)
-            .bind(now_ms)
-            .bind(&event.actor)
-            .bind(&event.action)
-            .bind(&event.object)
-            .bind(event.outcome.as_str())
-            .bind(&detail)
-            .bind(&prev_hash)
-            .bind(&hash)
-            .execute(&mut *tx)
-            .await?;
-            outcome.audit_seqs.push(seq);
-            prev_hash = hash;
+        let mut chain = (seq, prev_hash.clone());
+        let applied = match apply_change(&mut tx, change, now_s, &mut outcome).await {
+            Ok(()) => append_audit(&mut tx, change, now_ms, &mut chain, &mut outcome).await,
+            Err(error) => Err(error),
+        };
+        match applied {
+            Ok(()) => {
+                sqlx::query("RELEASE SAVEPOINT change")
+                    .execute(&mut *tx)
+                    .await?;
+                (seq, prev_hash) = chain;
+                results.push(Ok(outcome));
+            }
+            Err(error) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT change")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("RELEASE SAVEPOINT change")
+                    .execute(&mut *tx)
+                    .await?;
+                results.push(Err(error));
+            }
         }
-        outcomes.push(outcome);
     }
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(seq)
@@ -110,7 +103,49 @@ async fn commit(pool: &AnyPool, changes: &[&Change]) -> Result<Vec<ChangeOutcome
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(outcomes)
+    Ok(results)
+}
+
+/// Appends the change's audit entries to the chain whose end is `chain` (seq, hash).
+async fn append_audit(
+    tx: &mut Transaction<'static, Any>,
+    change: &Change,
+    now_ms: i64,
+    chain: &mut (i64, String),
+    outcome: &mut ChangeOutcome,
+) -> Result<(), StoreError> {
+    for event in &change.audit {
+        let seq = chain.0 + 1;
+        let detail = event.detail.to_string();
+        let hash = entry_hash(
+            seq,
+            now_ms,
+            &event.actor,
+            &event.action,
+            &event.object,
+            event.outcome.as_str(),
+            &detail,
+            &chain.1,
+        );
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at_ms, actor, action, object, outcome, detail, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(seq)
+        .bind(now_ms)
+        .bind(&event.actor)
+        .bind(&event.action)
+        .bind(&event.object)
+        .bind(event.outcome.as_str())
+        .bind(&detail)
+        .bind(&chain.1)
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await?;
+        outcome.audit_seqs.push(seq);
+        *chain = (seq, hash);
+    }
+    Ok(())
 }
 
 async fn apply_change(
@@ -130,7 +165,7 @@ async fn apply_change(
             search.push_str(san.split_once(':').map_or(san.as_str(), |(_, value)| value));
         }
         let conflict = if change.skip_duplicate_certificates {
-            " ON CONFLICT (fingerprint_sha256) DO NOTHING"
+            " ON CONFLICT (tenant, fingerprint_sha256) DO NOTHING"
         } else {
             ""
         };

@@ -1,6 +1,5 @@
 //! Shared helpers for the end-to-end tests: the real `certkeeper` binary, openssl and pkilint.
 #![allow(dead_code)]
-
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 use std::io::{BufRead, BufReader};

@@ -11,7 +11,7 @@ CREATE TABLE certificates (
     not_after BIGINT NOT NULL,
     key_algorithm TEXT NOT NULL,
     spki_sha256 TEXT NOT NULL,
-    fingerprint_sha256 TEXT NOT NULL UNIQUE,
+    fingerprint_sha256 TEXT NOT NULL,
     profile TEXT,
     tenant TEXT NOT NULL,
     requester TEXT NOT NULL,
@@ -21,6 +21,8 @@ CREATE TABLE certificates (
     der BYTEA NOT NULL,
     created_at BIGINT NOT NULL
 );
+-- The same certificate may be known to several tenants, once each.
+CREATE UNIQUE INDEX certificates_tenant_fingerprint ON certificates (tenant, fingerprint_sha256);
 CREATE INDEX certificates_serial ON certificates (serial);
 CREATE INDEX certificates_not_after ON certificates (not_after, id);
 CREATE INDEX certificates_tenant_not_after ON certificates (tenant, not_after, id);
