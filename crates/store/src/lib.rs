@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod batch;
 mod error;
 mod inventory;
 mod model;
@@ -86,6 +87,8 @@ impl Store {
                         conn.execute("PRAGMA synchronous = FULL").await?;
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
+                        // Keep the hot pages in SQLite's own cache instead of re-reading them.
+                        conn.execute("PRAGMA cache_size = -65536").await?;
                     }
                     Ok(())
                 })

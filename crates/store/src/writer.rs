@@ -6,6 +6,7 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::entry_hash;
+use crate::batch;
 use crate::{Backend, Change, ChangeOutcome, StoreError, now_ms};
 
 /// Most changes committed in one transaction.
@@ -22,7 +23,7 @@ pub(crate) fn spawn(pool: AnyPool, backend: Backend) -> mpsc::Sender<WriteReques
     sender
 }
 
-async fn run(pool: AnyPool, _backend: Backend, mut requests: mpsc::Receiver<WriteRequest>) {
+async fn run(pool: AnyPool, backend: Backend, mut requests: mpsc::Receiver<WriteRequest>) {
     while let Some(first) = requests.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -32,7 +33,20 @@ async fn run(pool: AnyPool, _backend: Backend, mut requests: mpsc::Receiver<Writ
             }
         }
         let changes: Vec<&Change> = batch.iter().map(|r| &r.change).collect();
-        match commit(&pool, &changes).await {
+        let fast = if changes.iter().all(|c| batch::is_simple(c)) {
+            commit_fast(&pool, backend, &changes).await
+        } else {
+            Err(None)
+        };
+        let result = match fast {
+            Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
+            // A statement failed before COMMIT (nothing was written): redo the group change
+            // by change so that only the failing ones fail.
+            Err(None) => commit(&pool, &changes).await,
+            // COMMIT itself failed: whether it took effect is unknown, so nothing is retried.
+            Err(Some(error)) => Err(error),
+        };
+        match result {
             Ok(results) => {
                 for (request, result) in batch.into_iter().zip(results) {
                     let _ = request.reply.send(result);
@@ -48,6 +62,41 @@ async fn run(pool: AnyPool, _backend: Backend, mut requests: mpsc::Receiver<Writ
                         .send(Err(StoreError::Unavailable(message.clone())));
                 }
             }
+        }
+    }
+}
+
+/// Commits a group of simple changes with multi-row statements. `Err(None)`: a statement
+/// failed and the transaction was rolled back; `Err(Some(_))`: the commit itself failed.
+async fn commit_fast(
+    pool: &AnyPool,
+    backend: Backend,
+    changes: &[&Change],
+) -> Result<Vec<ChangeOutcome>, Option<StoreError>> {
+    let mut tx = pool.begin().await.map_err(|e| Some(e.into()))?;
+    let prepared = async {
+        let head: AnyRow =
+            sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+                .fetch_one(&mut *tx)
+                .await?;
+        let mut chain: (i64, String) = (head.try_get("seq")?, head.try_get("hash")?);
+        let outcomes = batch::apply_group(&mut tx, backend, changes, now_ms(), &mut chain).await?;
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(chain.0)
+            .bind(&chain.1)
+            .execute(&mut *tx)
+            .await?;
+        Ok::<_, StoreError>(outcomes)
+    }
+    .await;
+    match prepared {
+        Ok(outcomes) => {
+            tx.commit().await.map_err(|e| Some(e.into()))?;
+            Ok(outcomes)
+        }
+        Err(_) => {
+            let _ = tx.rollback().await;
+            Err(None)
         }
     }
 }
@@ -159,11 +208,6 @@ async fn apply_change(
             serde_json::to_string(&cert.sans).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let labels =
             serde_json::to_string(&cert.labels).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut search = cert.common_name.clone().unwrap_or_default();
-        for san in &cert.sans {
-            search.push(' ');
-            search.push_str(san.split_once(':').map_or(san.as_str(), |(_, value)| value));
-        }
         let conflict = if change.skip_duplicate_certificates {
             " ON CONFLICT (tenant, fingerprint_sha256) DO NOTHING"
         } else {
@@ -180,7 +224,7 @@ async fn apply_change(
             .bind(&cert.subject)
             .bind(&cert.common_name)
             .bind(&sans)
-            .bind(search.to_lowercase())
+            .bind(batch::search_text(cert))
             .bind(cert.not_before)
             .bind(cert.not_after)
             .bind(&cert.key_algorithm)

@@ -426,6 +426,16 @@ both_backends!(
     concurrent_changes_commit_in_one_chain,
     |db: TestDb| async move {
         let store = Store::open(&db.url).await.unwrap();
+        store
+            .apply(issue_change(certificate(
+                "pre",
+                "pre.example.com",
+                "t",
+                NOW,
+                &[],
+            )))
+            .await
+            .unwrap();
         let mut tasks = Vec::new();
         for i in 0..300 {
             let store = store.clone();
@@ -441,6 +451,23 @@ both_backends!(
                     .await
             }));
         }
+        // A duplicate certificate among simple changes fails alone (the multi-row fast path
+        // falls back to one savepoint per change).
+        let duplicate = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .apply(Change {
+                        certificates: vec![
+                            certificate("dup-extra", "x.example.com", "t", NOW, &[]),
+                            certificate("pre", "pre.example.com", "t", NOW, &[]),
+                        ],
+                        audit: vec![event("certificate.issue", "dup")],
+                        ..Change::default()
+                    })
+                    .await
+            })
+        };
         // One bad change in the middle of the group must not spoil the others.
         let bad = store.apply(Change {
             revoke_token: Some("missing".into()),
@@ -452,12 +479,21 @@ both_backends!(
         for task in tasks {
             seqs.extend(task.await.unwrap().unwrap().audit_seqs);
         }
+        let duplicate = duplicate.await.unwrap();
+        assert!(
+            matches!(duplicate, Err(StoreError::Conflict(_))),
+            "{duplicate:?}"
+        );
         seqs.sort();
-        assert_eq!(seqs, (1..=300).collect::<Vec<i64>>());
-        assert_eq!(store.count_certificates().await.unwrap(), 300);
+        assert_eq!(seqs, (2..=301).collect::<Vec<i64>>());
+        assert_eq!(
+            store.count_certificates().await.unwrap(),
+            301,
+            "the failed change left nothing"
+        );
         let report = store.verify_audit().await.unwrap();
         assert!(report.ok(), "{:?}", report.problems);
-        assert_eq!(report.entries, 300);
+        assert_eq!(report.entries, 301);
         store.close().await;
     }
 );
