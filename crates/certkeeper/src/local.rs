@@ -47,7 +47,12 @@ fn load_config(data: &DataArgs) -> Result<(CheckedConfig, PathBuf), CliError> {
     Ok((checked, data_dir))
 }
 
-async fn open_store(checked: &CheckedConfig, data_dir: &Path) -> Result<Store, CliError> {
+/// Opens the store; `may_create_key` lets a new audit key be made (init only).
+async fn open_store(
+    checked: &CheckedConfig,
+    data_dir: &Path,
+    may_create_key: bool,
+) -> Result<Store, CliError> {
     let url = checked
         .config
         .database_url
@@ -56,7 +61,12 @@ async fn open_store(checked: &CheckedConfig, data_dir: &Path) -> Result<Store, C
     if url.starts_with("sqlite:") {
         certkeeper_server::files::create_private_dir(data_dir)?;
     }
-    Ok(Store::open(&url).await.map_err(ServerError::from)?)
+    let key_path = checked
+        .config
+        .audit_key_file
+        .clone()
+        .unwrap_or_else(|| certkeeper_server::audit_key::default_path(data_dir));
+    Ok(certkeeper_server::audit_key::open_store(&url, &key_path, may_create_key).await?)
 }
 
 fn colon_hex(hex: &str) -> String {
@@ -219,7 +229,7 @@ pub async fn init(args: InitArgs) -> Result<ExitCode, CliError> {
         .public_base_url
         .unwrap_or_else(|| checked.config.server.base_url());
     let report = ca::initialize(&data_dir, &checked.config.ca, &base_url, &how)?;
-    let store = open_store(&checked, &data_dir).await?;
+    let store = open_store(&checked, &data_dir, true).await?;
     if !report.certificates.is_empty() {
         let action = if matches!(how, CaInit::Import { .. }) {
             "ca.import"
@@ -331,7 +341,7 @@ pub async fn ca(command: CaCommand) -> Result<ExitCode, CliError> {
             let pem = std::fs::read_to_string(&certificate)
                 .map_err(|e| CliError::file(&certificate, e))?;
             let der = ca::install_intermediate(&data_dir, &pem)?;
-            let store = open_store(&checked, &data_dir).await?;
+            let store = open_store(&checked, &data_dir, false).await?;
             ca::record_ca_certificates(&store, &[der], "cli", "ca.install-intermediate").await?;
             store.close().await;
             println!("intermediate installed; `certkeeper serve` will issue with it");
@@ -401,7 +411,7 @@ pub async fn audit_verify(args: AuditVerifyArgs) -> Result<ExitCode, CliError> {
                 data_dir.display()
             )));
         }
-        let store = open_store(&checked, &data_dir).await?;
+        let store = open_store(&checked, &data_dir, false).await?;
         let report = store.verify_audit().await.map_err(ServerError::from)?;
         store.close().await;
         (

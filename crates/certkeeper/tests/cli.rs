@@ -580,4 +580,40 @@ async fn audit_verify_passes_on_a_real_log_and_names_tampered_entries() {
             "{scenario}: {out}"
         );
     }
+
+    // The chain's key is part of the data directory: without it nothing verifies, and the
+    // server refuses to start a new key over an existing chain.
+    let no_key = work.join("no-key");
+    copy_dir(&data, &no_key);
+    std::fs::remove_file(no_key.join("audit.key")).unwrap();
+    let out = fails(&certkeeper(
+        &["audit", "verify", "--data-dir", no_key.to_str().unwrap()],
+        work,
+        &[],
+    ));
+    assert!(out.contains("audit.key"), "{out}");
+    let out = fails(&certkeeper(
+        &[
+            "serve",
+            "--data-dir",
+            no_key.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ],
+        work,
+        &[],
+    ));
+    assert!(out.contains("restore the audit key"), "{out}");
+    assert!(
+        !no_key.join("audit.key").exists(),
+        "no new key was left behind"
+    );
+    let mode = std::fs::metadata(data.join("audit.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
 }

@@ -19,6 +19,9 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// `sqlite://...` or `postgres://...`; default: SQLite in the data directory.
     pub database_url: Option<String>,
+    /// The audit chain's HMAC key (default `<data_dir>/audit.key`); servers sharing a
+    /// database must share this file.
+    pub audit_key_file: Option<PathBuf>,
     /// Listeners and URLs.
     #[serde(default)]
     pub server: ServerSection,

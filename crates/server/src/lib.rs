@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit_key;
 pub mod auth;
 pub mod ca;
 pub mod config;

@@ -67,7 +67,11 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
         .database_url
         .clone()
         .unwrap_or_else(|| sqlite_url(&data_dir));
-    let store = Store::open(&database_url).await?;
+    let key_path = config
+        .audit_key_file
+        .clone()
+        .unwrap_or_else(|| crate::audit_key::default_path(&data_dir));
+    let store = crate::audit_key::open_store(&database_url, &key_path, true).await?;
     let base_url = config.server.base_url();
     crate::config::validate_base_url(&base_url)?;
 

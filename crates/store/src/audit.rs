@@ -3,15 +3,16 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::{AuditRecord, Store, StoreError};
+use crate::{AuditKey, AuditRecord, Store, StoreError};
 
 /// The hash the chain starts from (the "previous hash" of entry 1).
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// SHA-256 over an unambiguous encoding (a JSON array) of every field of an entry and the
-/// previous entry's hash, hex.
+/// HMAC-SHA-256 under the audit key over an unambiguous encoding (a JSON array) of every
+/// field of an entry and the previous entry's hash, hex.
 #[allow(clippy::too_many_arguments)]
 pub fn entry_hash(
+    key: &AuditKey,
     seq: i64,
     at_ms: i64,
     actor: &str,
@@ -25,10 +26,7 @@ pub fn entry_hash(
         seq, at_ms, actor, action, object, outcome, detail, prev_hash
     ])
     .to_string();
-    hex::encode(aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        encoded.as_bytes(),
-    ))
+    key.tag(encoded.as_bytes())
 }
 
 /// One thing wrong with the audit chain.
@@ -133,6 +131,7 @@ impl Store {
                     });
                 }
                 let recomputed = entry_hash(
+                    self.audit_key(),
                     entry.seq,
                     entry.at_ms,
                     &entry.actor,
@@ -146,7 +145,7 @@ impl Store {
                     problems.push(AuditProblem {
                         seq: entry.seq,
                         problem: format!(
-                            "entry {} was edited (its content no longer matches its hash)",
+                            "entry {} was edited (its content no longer matches its hash under the audit key)",
                             entry.seq
                         ),
                     });

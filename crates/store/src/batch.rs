@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use sqlx::{Any, Row, Transaction};
 
 use crate::audit::entry_hash;
-use crate::{Backend, Change, ChangeOutcome, NewCertificate, StoreError};
+use crate::{AuditKey, Backend, Change, ChangeOutcome, NewCertificate, StoreError};
 
 /// A value to bind.
 pub(crate) enum Bind {
@@ -92,6 +92,7 @@ fn json(value: &impl serde::Serialize) -> Result<String, StoreError> {
 pub(crate) async fn apply_group(
     tx: &mut Transaction<'static, Any>,
     backend: Backend,
+    key: &AuditKey,
     changes: &[&Change],
     now_ms: i64,
     chain: &mut (i64, String),
@@ -165,6 +166,7 @@ pub(crate) async fn apply_group(
             let seq = chain.0 + 1;
             let detail = event.detail.to_string();
             let hash = entry_hash(
+                key,
                 seq,
                 now_ms,
                 &event.actor,

@@ -36,11 +36,41 @@ pub enum Backend {
     Postgres,
 }
 
+/// The secret that keys the audit hash chain (HMAC-SHA-256): without it, nobody who can only
+/// write to the database can recompute a chain that verifies. Every process that writes or
+/// verifies the same database needs the same key.
+#[derive(Clone)]
+pub struct AuditKey(aws_lc_rs::hmac::Key);
+
+impl AuditKey {
+    /// Length of a key, in bytes.
+    pub const LEN: usize = 32;
+
+    /// A key from its bytes.
+    pub fn from_bytes(bytes: &[u8; Self::LEN]) -> Self {
+        AuditKey(aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            bytes,
+        ))
+    }
+
+    pub(crate) fn tag(&self, message: &[u8]) -> String {
+        hex::encode(aws_lc_rs::hmac::sign(&self.0, message))
+    }
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
+}
+
 /// A handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    audit_key: AuditKey,
     writer: mpsc::Sender<writer::WriteRequest>,
 }
 
@@ -64,7 +94,7 @@ impl Store {
     /// Connects, creates or upgrades the schema, and starts the writer.
     ///
     /// `url` is `sqlite://PATH?mode=rwc` or `postgres://...`.
-    pub async fn open(url: &str) -> Result<Store, StoreError> {
+    pub async fn open(url: &str, audit_key: AuditKey) -> Result<Store, StoreError> {
         install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -104,10 +134,11 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("schema migration failed: {e}")))?;
-        let writer = writer::spawn(pool.clone(), backend);
+        let writer = writer::spawn(pool.clone(), backend, audit_key.clone());
         Ok(Store {
             pool,
             backend,
+            audit_key,
             writer,
         })
     }
@@ -137,6 +168,10 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    pub(crate) fn audit_key(&self) -> &AuditKey {
+        &self.audit_key
     }
 }
 

@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::entry_hash;
 use crate::batch;
-use crate::{Backend, Change, ChangeOutcome, StoreError, now_ms};
+use crate::{AuditKey, Backend, Change, ChangeOutcome, StoreError, now_ms};
 
 /// Most changes committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -17,13 +17,18 @@ pub(crate) struct WriteRequest {
     pub reply: oneshot::Sender<Result<ChangeOutcome, StoreError>>,
 }
 
-pub(crate) fn spawn(pool: AnyPool, backend: Backend) -> mpsc::Sender<WriteRequest> {
+pub(crate) fn spawn(pool: AnyPool, backend: Backend, key: AuditKey) -> mpsc::Sender<WriteRequest> {
     let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
-    tokio::spawn(run(pool, backend, receiver));
+    tokio::spawn(run(pool, backend, key, receiver));
     sender
 }
 
-async fn run(pool: AnyPool, backend: Backend, mut requests: mpsc::Receiver<WriteRequest>) {
+async fn run(
+    pool: AnyPool,
+    backend: Backend,
+    key: AuditKey,
+    mut requests: mpsc::Receiver<WriteRequest>,
+) {
     while let Some(first) = requests.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -34,7 +39,7 @@ async fn run(pool: AnyPool, backend: Backend, mut requests: mpsc::Receiver<Write
         }
         let changes: Vec<&Change> = batch.iter().map(|r| &r.change).collect();
         let fast = if changes.iter().all(|c| batch::is_simple(c)) {
-            commit_fast(&pool, backend, &changes).await
+            commit_fast(&pool, backend, &key, &changes).await
         } else {
             Err(None)
         };
@@ -42,7 +47,7 @@ async fn run(pool: AnyPool, backend: Backend, mut requests: mpsc::Receiver<Write
             Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
             // A statement failed before COMMIT (nothing was written): redo the group change
             // by change so that only the failing ones fail.
-            Err(None) => commit(&pool, &changes).await,
+            Err(None) => commit(&pool, &key, &changes).await,
             // COMMIT itself failed: whether it took effect is unknown, so nothing is retried.
             Err(Some(error)) => Err(error),
         };
@@ -71,6 +76,7 @@ async fn run(pool: AnyPool, backend: Backend, mut requests: mpsc::Receiver<Write
 async fn commit_fast(
     pool: &AnyPool,
     backend: Backend,
+    key: &AuditKey,
     changes: &[&Change],
 ) -> Result<Vec<ChangeOutcome>, Option<StoreError>> {
     let mut tx = pool.begin().await.map_err(|e| Some(e.into()))?;
@@ -80,7 +86,8 @@ async fn commit_fast(
                 .fetch_one(&mut *tx)
                 .await?;
         let mut chain: (i64, String) = (head.try_get("seq")?, head.try_get("hash")?);
-        let outcomes = batch::apply_group(&mut tx, backend, changes, now_ms(), &mut chain).await?;
+        let outcomes =
+            batch::apply_group(&mut tx, backend, key, changes, now_ms(), &mut chain).await?;
         sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(chain.0)
             .bind(&chain.1)
@@ -106,6 +113,7 @@ async fn commit_fast(
 /// reported to its caller while the others commit. The outer error means nothing committed.
 async fn commit(
     pool: &AnyPool,
+    key: &AuditKey,
     changes: &[&Change],
 ) -> Result<Vec<Result<ChangeOutcome, StoreError>>, StoreError> {
     let mut tx = pool.begin().await?;
@@ -124,7 +132,7 @@ async fn commit(
         let mut outcome = ChangeOutcome::default();
         let mut chain = (seq, prev_hash.clone());
         let applied = match apply_change(&mut tx, change, now_s, &mut outcome).await {
-            Ok(()) => append_audit(&mut tx, change, now_ms, &mut chain, &mut outcome).await,
+            Ok(()) => append_audit(&mut tx, key, change, now_ms, &mut chain, &mut outcome).await,
             Err(error) => Err(error),
         };
         match applied {
@@ -158,6 +166,7 @@ async fn commit(
 /// Appends the change's audit entries to the chain whose end is `chain` (seq, hash).
 async fn append_audit(
     tx: &mut Transaction<'static, Any>,
+    key: &AuditKey,
     change: &Change,
     now_ms: i64,
     chain: &mut (i64, String),
@@ -167,6 +176,7 @@ async fn append_audit(
         let seq = chain.0 + 1;
         let detail = event.detail.to_string();
         let hash = entry_hash(
+            key,
             seq,
             now_ms,
             &event.actor,

@@ -24,6 +24,10 @@ impl TestDb {
     }
 }
 
+fn key() -> AuditKey {
+    AuditKey::from_bytes(&[7u8; AuditKey::LEN])
+}
+
 fn admin_url() -> String {
     std::env::var("CERTKEEPER_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -152,7 +156,7 @@ const NOW: i64 = 1_800_000_000;
 both_backends!(
     inventory_search_filters_and_paginates,
     |db: TestDb| async move {
-        let store = Store::open(&db.url).await.unwrap();
+        let store = Store::open(&db.url, key()).await.unwrap();
         for i in 0..25 {
             let tenant = if i % 2 == 0 { "blue" } else { "green" };
             let team = if i % 5 == 0 { "payments" } else { "web" };
@@ -304,7 +308,7 @@ both_backends!(
 );
 
 both_backends!(duplicates_are_skipped_or_refused, |db: TestDb| async move {
-    let store = Store::open(&db.url).await.unwrap();
+    let store = Store::open(&db.url, key()).await.unwrap();
     store
         .apply(issue_change(certificate(
             "01",
@@ -347,7 +351,7 @@ both_backends!(duplicates_are_skipped_or_refused, |db: TestDb| async move {
 });
 
 both_backends!(a_failing_change_writes_nothing, |db: TestDb| async move {
-    let store = Store::open(&db.url).await.unwrap();
+    let store = Store::open(&db.url, key()).await.unwrap();
     let result = store
         .apply(Change {
             certificates: vec![certificate("99", "x.example.com", "t", NOW, &[("a", "b")])],
@@ -365,7 +369,7 @@ both_backends!(a_failing_change_writes_nothing, |db: TestDb| async move {
 both_backends!(
     tokens_are_created_and_revoked_once,
     |db: TestDb| async move {
-        let store = Store::open(&db.url).await.unwrap();
+        let store = Store::open(&db.url, key()).await.unwrap();
         let token = NewToken {
             id: "abc123".into(),
             name: "ci".into(),
@@ -425,7 +429,7 @@ both_backends!(
 both_backends!(
     concurrent_changes_commit_in_one_chain,
     |db: TestDb| async move {
-        let store = Store::open(&db.url).await.unwrap();
+        let store = Store::open(&db.url, key()).await.unwrap();
         store
             .apply(issue_change(certificate(
                 "pre",
@@ -505,7 +509,7 @@ async fn tamper(url: &str, sql: &str) {
 }
 
 async fn chain_of_five(db: &TestDb) -> Store {
-    let store = Store::open(&db.url).await.unwrap();
+    let store = Store::open(&db.url, key()).await.unwrap();
     for i in 1..=5 {
         store
             .apply(Change {
@@ -585,6 +589,7 @@ both_backends!(
         let store = chain_of_five(&db).await;
         let last = store.audit_entries(4, 1).await.unwrap().remove(0);
         let forged = entry_hash(
+            &key(),
             6,
             last.at_ms,
             "intruder",
@@ -611,7 +616,7 @@ both_backends!(
 );
 
 both_backends!(data_survives_reopen, |db: TestDb| async move {
-    let store = Store::open(&db.url).await.unwrap();
+    let store = Store::open(&db.url, key()).await.unwrap();
     store
         .apply(issue_change(certificate(
             "aa",
@@ -623,10 +628,70 @@ both_backends!(data_survives_reopen, |db: TestDb| async move {
         .await
         .unwrap();
     store.close().await;
-    let store = Store::open(&db.url).await.unwrap();
+    let store = Store::open(&db.url, key()).await.unwrap();
     assert_eq!(
         store.certificates_by_serial("aa", NOW).await.unwrap().len(),
         1
     );
     assert!(store.verify_audit().await.unwrap().ok());
 });
+
+both_backends!(
+    audit_verify_detects_a_chain_rewritten_without_the_key,
+    |db: TestDb| async move {
+        let store = chain_of_five(&db).await;
+        // Someone with write access to the database, but not the key, edits entry 3 and
+        // recomputes the chain from there on with plain SHA-256 (or any other key).
+        let entries = store.audit_entries(0, 10).await.unwrap();
+        let wrong = AuditKey::from_bytes(&[9u8; AuditKey::LEN]);
+        let mut prev = entries[1].hash.clone();
+        for entry in &entries[2..] {
+            let object = if entry.seq == 3 {
+                "forged"
+            } else {
+                entry.object.as_str()
+            };
+            let hash = entry_hash(
+                &wrong,
+                entry.seq,
+                entry.at_ms,
+                &entry.actor,
+                &entry.action,
+                object,
+                &entry.outcome,
+                &entry.detail,
+                &prev,
+            );
+            tamper(
+                &db.url,
+                &format!("UPDATE audit_log SET object = '{object}', prev_hash = '{prev}', hash = '{hash}' WHERE seq = {}", entry.seq),
+            )
+            .await;
+            prev = hash;
+        }
+        tamper(
+            &db.url,
+            &format!("UPDATE audit_head SET hash = '{prev}' WHERE id = 1"),
+        )
+        .await;
+        let report = store.verify_audit().await.unwrap();
+        let edited: Vec<i64> = report
+            .problems
+            .iter()
+            .filter(|p| p.problem.contains("edited"))
+            .map(|p| p.seq)
+            .collect();
+        assert_eq!(edited, vec![3, 4, 5], "{report:?}");
+        // With the right key the same chain verifies: the check is the key, not luck.
+        drop(store);
+        let reopened = Store::open(&db.url, wrong).await.unwrap();
+        let report = reopened.verify_audit().await.unwrap();
+        assert!(
+            report
+                .problems
+                .iter()
+                .all(|p| p.seq <= 2 || !p.problem.contains("edited")),
+            "{report:?}"
+        );
+    }
+);
