@@ -38,7 +38,7 @@ struct DataArgs {
 }
 
 /// How a client command reaches the server.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 struct ServerArgs {
     /// Server URL.
     #[arg(
@@ -57,6 +57,17 @@ struct ServerArgs {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "table", global = true)]
     output: OutputFormat,
+}
+
+impl std::fmt::Debug for ServerArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerArgs")
+            .field("server", &self.server)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
+            .field("output", &self.output)
+            .finish()
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -167,7 +167,7 @@ pub struct ListArgs {
     #[arg(long)]
     label: Option<String>,
     /// not_after, -not_after, created, -created.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     sort: Option<String>,
     /// Page size.
     #[arg(long, default_value_t = 100)]
@@ -358,7 +358,7 @@ pub async fn import(args: ImportArgs) -> Result<ExitCode, CliError> {
     let mut files = Vec::new();
     for path in &args.paths {
         if path.is_dir() {
-            for entry in walkdir::WalkDir::new(path).follow_links(false) {
+            for entry in walkdir::WalkDir::new(path).follow_links(true) {
                 match entry {
                     Ok(entry) if entry.file_type().is_file() => files.push(entry.into_path()),
                     Ok(_) => {}

@@ -24,7 +24,7 @@ use crate::problem::Problem;
 use crate::{AppState, Tenant};
 
 /// A request for a certificate: either a CSR, or a key algorithm for server-side key generation.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueRequest {
     /// Profile name: tls-server, tls-client, mtls or a custom one.
@@ -57,8 +57,28 @@ pub struct IssueRequest {
     pub labels: BTreeMap<String, String>,
 }
 
+// Debug by hand: secrets never reach a log line through `{:?}`.
+impl std::fmt::Debug for IssueRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssueRequest")
+            .field("profile", &self.profile)
+            .field("tenant", &self.tenant)
+            .field("csr", &self.csr.as_ref().map(|_| "<csr>"))
+            .field("key_algorithm", &self.key_algorithm)
+            .field(
+                "pkcs12_password",
+                &self.pkcs12_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("common_name", &self.common_name)
+            .field("sans", &self.sans)
+            .field("lifetime", &self.lifetime)
+            .field("labels", &self.labels)
+            .finish()
+    }
+}
+
 /// An issued certificate.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct IssueResponse {
     /// Serial number, hex.
     pub serial: String,
@@ -86,6 +106,27 @@ pub struct IssueResponse {
     /// PKCS#12 bundle, base64 (when a password was given; returned this once).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pkcs12_base64: Option<String>,
+}
+
+impl std::fmt::Debug for IssueResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssueResponse")
+            .field("serial", &self.serial)
+            .field("profile", &self.profile)
+            .field("tenant", &self.tenant)
+            .field("sans", &self.sans)
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .field(
+                "private_key_pem",
+                &self.private_key_pem.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "pkcs12_base64",
+                &self.pkcs12_base64.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// Seconds a certificate's notBefore is set before the moment of issuance, for clock skew.
