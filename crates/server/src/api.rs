@@ -541,24 +541,17 @@ async fn import_certificates(
                             index,
                             error: error.to_string(),
                         }),
-                        Ok(s) => records.push(certkeeper_store::NewCertificate {
-                            serial: s.serial,
-                            issuer: s.issuer,
-                            subject: s.subject,
-                            common_name: s.common_name,
-                            sans: s.sans.iter().map(ToString::to_string).collect(),
-                            not_before: s.not_before,
-                            not_after: s.not_after,
-                            key_algorithm: s.key_algorithm,
-                            spki_sha256: s.spki_sha256,
-                            fingerprint_sha256: s.fingerprint_sha256,
-                            profile: None,
-                            tenant: tenant.clone(),
-                            requester: principal.token_id.clone(),
-                            source: certkeeper_store::CertificateSource::Imported,
-                            labels: request.labels.clone(),
+                        Ok(summary) => records.push(crate::inventory::record(
+                            summary,
                             der,
-                        }),
+                            crate::inventory::Provenance {
+                                profile: None,
+                                tenant: tenant.clone(),
+                                requester: principal.token_id.clone(),
+                                source: certkeeper_store::CertificateSource::Imported,
+                                labels: request.labels.clone(),
+                            },
+                        )),
                     }
                 }
             }

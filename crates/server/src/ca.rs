@@ -12,7 +12,7 @@ use certkeeper_pki::{
     SoftwareKey, build_intermediate_csr, build_root, parse_certificate, pem_to_der_certificates,
     random_serial, sign_intermediate, to_pem,
 };
-use certkeeper_store::{AuditEvent, CertificateSource, Change, NewCertificate, Outcome, Store};
+use certkeeper_store::{AuditEvent, CertificateSource, Change, Outcome, Store};
 use time::{Duration, OffsetDateTime};
 
 use crate::config::CaSection;
@@ -405,24 +405,17 @@ pub async fn record_ca_certificates(
     let mut records = Vec::new();
     for der in certificates {
         let summary = parse_certificate(der)?;
-        records.push(NewCertificate {
-            serial: summary.serial.clone(),
-            issuer: summary.issuer.clone(),
-            subject: summary.subject.clone(),
-            common_name: summary.common_name.clone(),
-            sans: summary.sans.iter().map(ToString::to_string).collect(),
-            not_before: summary.not_before,
-            not_after: summary.not_after,
-            key_algorithm: summary.key_algorithm.clone(),
-            spki_sha256: summary.spki_sha256.clone(),
-            fingerprint_sha256: summary.fingerprint_sha256.clone(),
-            profile: None,
-            tenant: Tenant::SYSTEM.into(),
-            requester: actor.into(),
-            source: CertificateSource::Ca,
-            labels: Default::default(),
-            der: der.clone(),
-        });
+        records.push(crate::inventory::record(
+            summary,
+            der.clone(),
+            crate::inventory::Provenance {
+                profile: None,
+                tenant: Tenant::SYSTEM.into(),
+                requester: actor.into(),
+                source: CertificateSource::Ca,
+                labels: Default::default(),
+            },
+        ));
     }
     let subjects: Vec<&str> = records.iter().map(|r| r.subject.as_str()).collect();
     let audit = AuditEvent {

@@ -308,24 +308,17 @@ async fn prepare_and_sign(
             (Some(key.pkcs8_pem()), p12)
         }
     };
-    let record = NewCertificate {
-        serial: summary.serial.clone(),
-        issuer: summary.issuer,
-        subject: summary.subject,
-        common_name: summary.common_name,
-        sans: summary.sans.iter().map(ToString::to_string).collect(),
-        not_before: summary.not_before,
-        not_after: summary.not_after,
-        key_algorithm: summary.key_algorithm,
-        spki_sha256: summary.spki_sha256,
-        fingerprint_sha256: summary.fingerprint_sha256,
-        profile: Some(profile.name.clone()),
-        tenant: tenant.to_string(),
-        requester: principal.token_id.clone(),
-        source: CertificateSource::Issued,
-        labels: request.labels,
+    let record = crate::inventory::record(
+        summary,
         der,
-    };
+        crate::inventory::Provenance {
+            profile: Some(profile.name.clone()),
+            tenant: tenant.to_string(),
+            requester: principal.token_id.clone(),
+            source: CertificateSource::Issued,
+            labels: request.labels,
+        },
+    );
     let response = IssueResponse {
         serial: record.serial.clone(),
         full_chain_pem: format!("{certificate_pem}{}", state.ca.chain_pem),

@@ -9,6 +9,7 @@ pub mod ca;
 pub mod config;
 mod error;
 pub mod files;
+pub mod inventory;
 pub mod issuance;
 pub mod problem;
 mod serve;

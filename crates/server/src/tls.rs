@@ -9,7 +9,7 @@ use certkeeper_pki::{
     Signer, SoftwareKey, build_leaf, parse_certificate, pem_to_der_certificates, random_serial,
     to_pem,
 };
-use certkeeper_store::{AuditEvent, CertificateSource, Change, NewCertificate, Outcome, Store};
+use certkeeper_store::{AuditEvent, CertificateSource, Change, Outcome, Store};
 use time::{Duration, OffsetDateTime};
 
 use crate::ca::LoadedCa;
@@ -106,28 +106,22 @@ pub async fn ensure(
     let summary = parse_certificate(&der)?;
     let chain_pem = format!("{}{}", to_pem("CERTIFICATE", &der), ca.chain_pem);
     let key_pem = key.pkcs8_pem();
-    let record = NewCertificate {
-        serial: summary.serial.clone(),
-        issuer: summary.issuer,
-        subject: summary.subject,
-        common_name: summary.common_name,
-        sans: summary.sans.iter().map(ToString::to_string).collect(),
-        not_before: summary.not_before,
-        not_after: summary.not_after,
-        key_algorithm: summary.key_algorithm,
-        spki_sha256: summary.spki_sha256,
-        fingerprint_sha256: summary.fingerprint_sha256,
-        profile: Some(profile.name.clone()),
-        tenant: Tenant::SYSTEM.into(),
-        requester: "certkeeper".into(),
-        source: CertificateSource::Issued,
-        labels: Default::default(),
+    let serial = summary.serial.clone();
+    let record = crate::inventory::record(
+        summary,
         der,
-    };
+        crate::inventory::Provenance {
+            profile: Some(profile.name.clone()),
+            tenant: Tenant::SYSTEM.into(),
+            requester: "certkeeper".into(),
+            source: CertificateSource::Issued,
+            labels: Default::default(),
+        },
+    );
     let audit = AuditEvent {
         actor: "certkeeper".into(),
         action: "certificate.issue".into(),
-        object: summary.serial,
+        object: serial,
         outcome: Outcome::Success,
         detail: serde_json::json!({"purpose": "server TLS", "sans": record.sans}),
     };

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use sqlx::{Any, Row, Transaction};
 
 use crate::audit::entry_hash;
-use crate::{AuditKey, Backend, Change, ChangeOutcome, NewCertificate, StoreError};
+use crate::{AuditEvent, AuditKey, Backend, Change, ChangeOutcome, NewCertificate, StoreError};
 
 /// A value to bind.
 pub(crate) enum Bind {
@@ -144,7 +144,7 @@ pub(crate) async fn apply_group(
 
     let mut outcomes = Vec::with_capacity(changes.len());
     let mut label_rows = Vec::new();
-    let mut audit_rows = Vec::new();
+    let mut audit_rows_out = Vec::new();
     for change in changes {
         let mut outcome = ChangeOutcome::default();
         for cert in &change.certificates {
@@ -162,34 +162,14 @@ pub(crate) async fn apply_group(
             }
             outcome.inserted_certificate_ids.push(id);
         }
-        for event in &change.audit {
-            let seq = chain.0 + 1;
-            let detail = event.detail.to_string();
-            let hash = entry_hash(
-                key,
-                seq,
-                now_ms,
-                &event.actor,
-                &event.action,
-                &event.object,
-                event.outcome.as_str(),
-                &detail,
-                &chain.1,
-            );
-            audit_rows.push(vec![
-                Bind::Int(seq),
-                Bind::Int(now_ms),
-                Bind::Text(event.actor.clone()),
-                Bind::Text(event.action.clone()),
-                Bind::Text(event.object.clone()),
-                Bind::Text(event.outcome.as_str().into()),
-                Bind::Text(detail),
-                Bind::Text(std::mem::take(&mut chain.1)),
-                Bind::Text(hash.clone()),
-            ]);
-            outcome.audit_seqs.push(seq);
-            *chain = (seq, hash);
-        }
+        audit_rows(
+            key,
+            &change.audit,
+            now_ms,
+            chain,
+            &mut outcome,
+            &mut audit_rows_out,
+        );
         outcomes.push(outcome);
     }
     insert_rows(
@@ -201,16 +181,66 @@ pub(crate) async fn apply_group(
         "",
     )
     .await?;
+    insert_audit_rows(tx, backend, audit_rows_out).await?;
+    Ok(outcomes)
+}
+
+/// Builds the audit rows for `events`, chained on from `chain` (seq, hash of the last entry),
+/// and records their sequence numbers in `outcome`.
+pub(crate) fn audit_rows(
+    key: &AuditKey,
+    events: &[AuditEvent],
+    now_ms: i64,
+    chain: &mut (i64, String),
+    outcome: &mut ChangeOutcome,
+    rows: &mut Vec<Vec<Bind>>,
+) {
+    for event in events {
+        let seq = chain.0 + 1;
+        let detail = event.detail.to_string();
+        let hash = entry_hash(
+            key,
+            seq,
+            now_ms,
+            &event.actor,
+            &event.action,
+            &event.object,
+            event.outcome.as_str(),
+            &detail,
+            &chain.1,
+        );
+        rows.push(vec![
+            Bind::Int(seq),
+            Bind::Int(now_ms),
+            Bind::Text(event.actor.clone()),
+            Bind::Text(event.action.clone()),
+            Bind::Text(event.object.clone()),
+            Bind::Text(event.outcome.as_str().into()),
+            Bind::Text(detail),
+            Bind::Text(std::mem::take(&mut chain.1)),
+            Bind::Text(hash.clone()),
+        ]);
+        outcome.audit_seqs.push(seq);
+        *chain = (seq, hash);
+    }
+}
+
+/// Inserts rows made by [`audit_rows`].
+pub(crate) async fn insert_audit_rows(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    rows: Vec<Vec<Bind>>,
+) -> Result<(), StoreError> {
     insert_rows(
         tx,
         backend,
         "INSERT INTO audit_log (seq, at_ms, actor, action, object, outcome, detail, prev_hash, hash)",
         9,
-        audit_rows,
+        rows,
         "",
     )
     .await?;
-    Ok(outcomes)
+    Ok(())
 }
 
 /// Whether a change can take the fast path: only plain certificate inserts and audit entries.

@@ -5,7 +5,6 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::audit::entry_hash;
 use crate::batch;
 use crate::{AuditKey, Backend, Change, ChangeOutcome, StoreError, now_ms};
 
@@ -47,7 +46,7 @@ async fn run(
             Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
             // A statement failed before COMMIT (nothing was written): redo the group change
             // by change so that only the failing ones fail.
-            Err(None) => commit(&pool, &key, &changes).await,
+            Err(None) => commit(&pool, backend, &key, &changes).await,
             // COMMIT itself failed: whether it took effect is unknown, so nothing is retried.
             Err(Some(error)) => Err(error),
         };
@@ -113,6 +112,7 @@ async fn commit_fast(
 /// reported to its caller while the others commit. The outer error means nothing committed.
 async fn commit(
     pool: &AnyPool,
+    backend: Backend,
     key: &AuditKey,
     changes: &[&Change],
 ) -> Result<Vec<Result<ChangeOutcome, StoreError>>, StoreError> {
@@ -132,7 +132,18 @@ async fn commit(
         let mut outcome = ChangeOutcome::default();
         let mut chain = (seq, prev_hash.clone());
         let applied = match apply_change(&mut tx, change, now_s, &mut outcome).await {
-            Ok(()) => append_audit(&mut tx, key, change, now_ms, &mut chain, &mut outcome).await,
+            Ok(()) => {
+                append_audit(
+                    &mut tx,
+                    backend,
+                    key,
+                    change,
+                    now_ms,
+                    &mut chain,
+                    &mut outcome,
+                )
+                .await
+            }
             Err(error) => Err(error),
         };
         match applied {
@@ -166,45 +177,16 @@ async fn commit(
 /// Appends the change's audit entries to the chain whose end is `chain` (seq, hash).
 async fn append_audit(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     key: &AuditKey,
     change: &Change,
     now_ms: i64,
     chain: &mut (i64, String),
     outcome: &mut ChangeOutcome,
 ) -> Result<(), StoreError> {
-    for event in &change.audit {
-        let seq = chain.0 + 1;
-        let detail = event.detail.to_string();
-        let hash = entry_hash(
-            key,
-            seq,
-            now_ms,
-            &event.actor,
-            &event.action,
-            &event.object,
-            event.outcome.as_str(),
-            &detail,
-            &chain.1,
-        );
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at_ms, actor, action, object, outcome, detail, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(seq)
-        .bind(now_ms)
-        .bind(&event.actor)
-        .bind(&event.action)
-        .bind(&event.object)
-        .bind(event.outcome.as_str())
-        .bind(&detail)
-        .bind(&chain.1)
-        .bind(&hash)
-        .execute(&mut **tx)
-        .await?;
-        outcome.audit_seqs.push(seq);
-        *chain = (seq, hash);
-    }
-    Ok(())
+    let mut rows = Vec::new();
+    batch::audit_rows(key, &change.audit, now_ms, chain, outcome, &mut rows);
+    batch::insert_audit_rows(tx, backend, rows).await
 }
 
 async fn apply_change(

@@ -1,0 +1,42 @@
+//! Turning a certificate into an inventory record.
+
+use std::collections::BTreeMap;
+
+use certkeeper_pki::CertificateSummary;
+use certkeeper_store::{CertificateSource, NewCertificate};
+
+/// Who a certificate belongs to and how it came in.
+pub struct Provenance {
+    /// Profile it was issued under (none for imports and CA certificates).
+    pub profile: Option<String>,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Token id, `cli` or `certkeeper`.
+    pub requester: String,
+    /// Issued, imported or CA.
+    pub source: CertificateSource,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The inventory record for a certificate read with `parse_certificate`.
+pub fn record(summary: CertificateSummary, der: Vec<u8>, provenance: Provenance) -> NewCertificate {
+    NewCertificate {
+        sans: summary.sans.iter().map(ToString::to_string).collect(),
+        serial: summary.serial,
+        issuer: summary.issuer,
+        subject: summary.subject,
+        common_name: summary.common_name,
+        not_before: summary.not_before,
+        not_after: summary.not_after,
+        key_algorithm: summary.key_algorithm,
+        spki_sha256: summary.spki_sha256,
+        fingerprint_sha256: summary.fingerprint_sha256,
+        profile: provenance.profile,
+        tenant: provenance.tenant,
+        requester: provenance.requester,
+        source: provenance.source,
+        labels: provenance.labels,
+        der,
+    }
+}
