@@ -89,6 +89,8 @@ enum Command {
     List(remote::ListArgs),
     /// Show one certificate.
     Show(remote::ShowArgs),
+    /// Revoke certificates: by serial, by certificate file, or every certificate of a key.
+    Revoke(remote::RevokeArgs),
     /// Load existing certificates (PEM or DER files, or directory trees) into the inventory.
     Import(remote::ImportArgs),
     /// API tokens.
@@ -145,6 +147,7 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::List(args) => remote::list(args).await,
         Command::Show(args) => remote::show(args).await,
         Command::Import(args) => remote::import(args).await,
+        Command::Revoke(args) => remote::revoke(args).await,
         Command::Token(command) => remote::token(command).await,
         Command::Audit(AuditCommand::Verify(args)) => local::audit_verify(args).await,
         Command::Audit(AuditCommand::List(args)) => remote::audit_list(args).await,

@@ -600,3 +600,77 @@ pub async fn audit_list(args: AuditListArgs) -> Result<ExitCode, CliError> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `certkeeper revoke`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Serial number (hex) of the certificate to revoke.
+    #[arg(required_unless_present_any = ["cert", "key_of", "spki"], conflicts_with_all = ["cert", "key_of", "spki"])]
+    serial: Option<String>,
+    /// Revoke the certificate in this PEM file.
+    #[arg(long, conflicts_with_all = ["key_of", "spki"])]
+    cert: Option<PathBuf>,
+    /// Revoke every unexpired certificate with the same key as this serial (key compromise).
+    #[arg(long, conflicts_with = "spki")]
+    key_of: Option<String>,
+    /// Revoke every unexpired certificate with this SPKI SHA-256 (key compromise).
+    #[arg(long)]
+    spki: Option<String>,
+    /// unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn.
+    #[arg(long)]
+    reason: Option<String>,
+    /// When the key was compromised, RFC 3339 (such as 2026-11-27T10:00:00Z).
+    #[arg(long)]
+    invalidity_date: Option<String>,
+}
+
+/// Revokes certificates.
+pub async fn revoke(args: RevokeArgs) -> Result<ExitCode, CliError> {
+    let client = Client::new(&args.server)?;
+    let certificate_pem = match &args.cert {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| CliError::file(path, e))?),
+        None => None,
+    };
+    let body = serde_json::json!({
+        "serial": args.serial,
+        "certificate_pem": certificate_pem,
+        "key_of_serial": args.key_of,
+        "spki_sha256": args.spki,
+        "reason": args.reason,
+        "invalidity_date": args.invalidity_date,
+    });
+    let response: certkeeper_server::revocation::RevokeResponse =
+        client.post("/api/v1/revocations", &body).await?;
+    match args.server.output {
+        OutputFormat::Json => print_json(&response)?,
+        OutputFormat::Table => print_table(
+            &[
+                "serial",
+                "reason",
+                "revoked at",
+                "invalidity date",
+                "changed",
+            ],
+            response
+                .revoked
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.serial.clone(),
+                        r.reason.clone(),
+                        r.revoked_at.clone(),
+                        r.invalidity_date.clone().unwrap_or_default(),
+                        if r.changed {
+                            "yes".into()
+                        } else {
+                            "no (already revoked)".into()
+                        },
+                    ]
+                })
+                .collect(),
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}

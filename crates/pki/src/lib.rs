@@ -8,6 +8,7 @@
 
 mod ca;
 mod cert;
+mod crl;
 mod csr;
 mod error;
 mod extensions;
@@ -21,6 +22,7 @@ pub use ca::{
     sign_intermediate,
 };
 pub use cert::{CertificateSummary, SanEntry, parse_certificate, pem_to_der_certificates};
+pub use crl::{CrlEntry, CrlRequest, RevocationReason, build_crl};
 pub use csr::{CsrInfo, parse_csr};
 pub use error::PkiError;
 pub use issue::{IssuerUrls, LeafRequest, build_leaf};

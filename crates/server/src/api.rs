@@ -66,6 +66,7 @@ pub fn router(state: SharedState) -> Router {
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(issue_certificate, search_certificates))
         .routes(routes!(get_certificate))
+        .routes(routes!(revoke_certificates))
         .routes(routes!(create_token, list_tokens))
         .routes(routes!(revoke_token))
         .routes(routes!(list_audit))
@@ -108,6 +109,7 @@ fn public_routes() -> Router<SharedState> {
         .route("/ca/root.crt", get(root_der))
         .route("/ca/intermediate.crt", get(intermediate_der))
         .route("/ca/chain.pem", get(chain_pem))
+        .route("/crl/{name}", get(serve_crl))
 }
 
 async fn not_found() -> Problem {
@@ -130,6 +132,52 @@ async fn chain_pem(State(state): State<SharedState>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
         format!("{}{}", state.ca.chain_pem, state.ca.root_pem),
+    )
+        .into_response()
+}
+
+/// Format of HTTP dates (RFC 9110 IMF-fixdate).
+const HTTP_DATE: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+    "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+);
+
+async fn serve_crl(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(crl) = state.crls.get(&name) else {
+        return Problem::not_found(format!(
+            "no CRL named {name:?}; certificates name theirs in their CRL distribution point"
+        ))
+        .into_response();
+    };
+    let not_modified = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == crl.etag));
+    let remaining = (crl.next_update - time::OffsetDateTime::now_utc())
+        .whole_seconds()
+        .max(0);
+    let max_age = remaining.min(300);
+    let last_modified = crl.this_update.format(HTTP_DATE).unwrap_or_default();
+    let expires = crl.next_update.format(HTTP_DATE).unwrap_or_default();
+    let common = [
+        (header::ETAG, crl.etag.clone()),
+        (header::LAST_MODIFIED, last_modified),
+        (header::EXPIRES, expires),
+        (
+            header::CACHE_CONTROL,
+            format!("public, max-age={max_age}, no-transform, must-revalidate"),
+        ),
+    ];
+    if not_modified {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    (
+        common,
+        [(header::CONTENT_TYPE, "application/pkix-crl".to_string())],
+        crl.der.clone(),
     )
         .into_response()
 }
@@ -247,6 +295,31 @@ async fn issue_certificate(
     Ok(created(issue(&state, &principal, request).await?))
 }
 
+/// Revoke certificates: by serial, by certificate, or every unexpired certificate of a key.
+#[utoipa::path(
+    post,
+    path = "/api/v1/revocations",
+    request_body = crate::revocation::RevokeRequest,
+    responses(
+        (status = 200, description = "Revoked (or already revoked); durable before this response", body = crate::revocation::RevokeResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such certificate in your tenants", body = Problem, content_type = "application/problem+json"),
+    ),
+    tag = "certificates"
+)]
+async fn revoke_certificates(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<crate::revocation::RevokeResponse>, Problem> {
+    let principal = authorize(&state, &headers, Permission::Issue, "certificate.revoke").await?;
+    let request: crate::revocation::RevokeRequest =
+        json_body(&state, &principal.token_id, "certificate.revoke", body).await?;
+    Ok(Json(
+        crate::revocation::revoke(&state, &principal, request).await?,
+    ))
+}
+
 /// Search query for the inventory.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -311,6 +384,12 @@ pub struct CertificateView {
     pub labels: BTreeMap<String, String>,
     /// When it entered the inventory, RFC 3339.
     pub created_at: String,
+    /// Revocation time, RFC 3339, once revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    /// Revocation reason, once revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_reason: Option<String>,
     /// The certificate, PEM (single-certificate look-ups only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_pem: Option<String>,
@@ -339,6 +418,11 @@ impl CertificateView {
             status: record.status.as_str().into(),
             labels: c.labels,
             created_at: rfc3339(record.created_at),
+            revoked_at: record.revocation.map(|r| rfc3339(r.revoked_at)),
+            revocation_reason: record.revocation.map(|r| {
+                certkeeper_pki::RevocationReason::from_code(r.reason)
+                    .map_or_else(|| r.reason.to_string(), |reason| reason.name().to_string())
+            }),
         }
     }
 }
@@ -550,6 +634,7 @@ async fn import_certificates(
                                 requester: principal.token_id.clone(),
                                 source: certkeeper_store::CertificateSource::Imported,
                                 labels: request.labels.clone(),
+                                crl_shard: 0,
                             },
                         )),
                     }

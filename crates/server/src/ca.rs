@@ -414,6 +414,7 @@ pub async fn record_ca_certificates(
                 requester: actor.into(),
                 source: CertificateSource::Ca,
                 labels: Default::default(),
+                crl_shard: 0,
             },
         ));
     }

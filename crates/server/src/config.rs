@@ -28,6 +28,9 @@ pub struct Config {
     /// The CA created on first start (or by `certkeeper init`).
     #[serde(default)]
     pub ca: CaSection,
+    /// Certificate revocation lists.
+    #[serde(default)]
+    pub crl: CrlSection,
     /// Custom profiles, in addition to tls-server, tls-client and mtls.
     #[serde(default, rename = "profile")]
     pub profiles: Vec<ProfileConfig>,
@@ -113,6 +116,40 @@ impl Default for CaSection {
             country: None,
             root_lifetime: 10 * YEAR,
             intermediate_lifetime: 5 * YEAR,
+        }
+    }
+}
+
+/// `[crl]`: how CRLs are partitioned, how long they are valid and how often they are rebuilt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrlSection {
+    /// Number of CRL partitions (1 = one full CRL). Each certificate's CRL distribution point
+    /// names its partition.
+    pub shards: u32,
+    /// nextUpdate - thisUpdate, such as "24h" (at most 10 days, BR 4.9.7).
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub validity: u64,
+    /// How often CRLs are rebuilt even without revocations, such as "1h".
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub refresh: u64,
+    /// How long after a revocation the CRLs are rebuilt (revocations in between share one rebuild), in milliseconds.
+    pub debounce_ms: u64,
+}
+
+impl Default for CrlSection {
+    fn default() -> Self {
+        CrlSection {
+            shards: 1,
+            validity: DAY,
+            refresh: 3_600,
+            debounce_ms: 1_000,
         }
     }
 }
@@ -332,6 +369,25 @@ impl Config {
             return Err(located(
                 "public_base_url",
                 message.trim_start_matches("configuration: ").to_string(),
+            ));
+        }
+        let crl = &self.crl;
+        if !(1..=1024).contains(&crl.shards) {
+            return Err(located(
+                "shards",
+                format!("crl.shards is {}; use 1 to 1024", crl.shards),
+            ));
+        }
+        if crl.validity == 0 || crl.validity > 10 * DAY {
+            return Err(located(
+                "validity",
+                "crl.validity must be above zero and at most 10d (BR 4.9.7)".into(),
+            ));
+        }
+        if crl.refresh == 0 || crl.refresh >= crl.validity {
+            return Err(located(
+                "refresh",
+                "crl.refresh must be above zero and shorter than crl.validity".into(),
             ));
         }
         let policy = if self.rules.is_empty() {

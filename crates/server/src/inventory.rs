@@ -17,6 +17,8 @@ pub struct Provenance {
     pub source: CertificateSource,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// CRL partition that lists it once revoked.
+    pub crl_shard: i64,
 }
 
 /// The inventory record for a certificate read with `parse_certificate`.
@@ -37,6 +39,7 @@ pub fn record(summary: CertificateSummary, der: Vec<u8>, provenance: Provenance)
         requester: provenance.requester,
         source: provenance.source,
         labels: provenance.labels,
+        crl_shard: provenance.crl_shard,
         der,
     }
 }

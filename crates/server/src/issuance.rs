@@ -274,16 +274,27 @@ async fn prepare_and_sign(
             "the certificate would outlive its issuing CA; ask for a shorter lifetime",
         ));
     }
+    let serial = random_serial()?;
+    let shards = state.crls.shards();
+    let crl_shard = crate::crl::shard_of(&serial, shards);
+    let mut urls = state.urls.clone();
+    if shards > 1 {
+        urls.crl = Some(format!(
+            "{}/crl/{}",
+            state.base_url,
+            crate::crl::crl_name(Some(crl_shard))
+        ));
+    }
     let der = build_leaf(
         &LeafRequest {
             profile,
             public_key: &public_key,
             common_name: common_name.as_deref(),
             sans: &sans,
-            serial: random_serial()?,
+            serial,
             not_before,
             not_after,
-            urls: &state.urls,
+            urls: &urls,
         },
         &state.ca.issuer,
     )?;
@@ -317,6 +328,7 @@ async fn prepare_and_sign(
             requester: principal.token_id.clone(),
             source: CertificateSource::Issued,
             labels: request.labels,
+            crl_shard,
         },
     );
     let response = IssueResponse {

@@ -7,11 +7,13 @@ pub mod audit_key;
 pub mod auth;
 pub mod ca;
 pub mod config;
+pub mod crl;
 mod error;
 pub mod files;
 pub mod inventory;
 pub mod issuance;
 pub mod problem;
+pub mod revocation;
 mod serve;
 mod tls;
 
@@ -73,6 +75,10 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// Public base URL for relying parties (no trailing slash).
+    pub base_url: String,
+    /// The CRLs being served.
+    pub crls: crate::crl::CrlPublisher,
 }
 
 impl AppState {

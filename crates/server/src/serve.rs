@@ -39,6 +39,7 @@ pub struct Started {
     handle: axum_server::Handle<SocketAddr>,
     http_shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
     store: Store,
 }
 
@@ -47,6 +48,9 @@ impl Started {
     pub async fn shutdown(self) {
         self.handle.graceful_shutdown(Some(Duration::from_secs(10)));
         let _ = self.http_shutdown.send(true);
+        for task in &self.background {
+            task.abort();
+        }
         for task in self.tasks {
             let _ = task.await;
         }
@@ -106,7 +110,11 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
         tokens: TokenVerifier::default(),
         max_body_bytes: config.server.max_body_bytes,
         data_dir: data_dir.clone(),
+        base_url: base_url.clone(),
+        crls: crate::crl::CrlPublisher::new(config.crl.clone()),
     });
+    state.crls.rebuild(&state).await?;
+    let crl_task = crate::crl::spawn(state.clone());
 
     let https_listener = std::net::TcpListener::bind(config.server.listen).map_err(|e| {
         ServerError::Listen(format!("cannot listen on {}: {e}", config.server.listen))
@@ -166,6 +174,7 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
         handle,
         http_shutdown,
         tasks: vec![https_task, http_task],
+        background: vec![crl_task],
         store,
     })
 }

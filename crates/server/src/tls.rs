@@ -116,6 +116,7 @@ pub async fn ensure(
             requester: "certkeeper".into(),
             source: CertificateSource::Issued,
             labels: Default::default(),
+            crl_shard: 0,
         },
     );
     let audit = AuditEvent {

@@ -121,6 +121,7 @@ pub(crate) async fn apply_group(
                 Bind::Text(json(&cert.labels)?),
                 Bind::Bytes(cert.der.clone()),
                 Bind::Int(now_s),
+                Bind::Int(cert.crl_shard),
             ]);
         }
     }
@@ -128,8 +129,8 @@ pub(crate) async fn apply_group(
         tx,
         backend,
         "INSERT INTO certificates (serial, issuer, subject, common_name, sans, san_search, not_before, not_after, \
-         key_algorithm, spki_sha256, fingerprint_sha256, profile, tenant, requester, source, status, labels, der, created_at)",
-        19,
+         key_algorithm, spki_sha256, fingerprint_sha256, profile, tenant, requester, source, status, labels, der, created_at, crl_shard)",
+        20,
         cert_rows,
         " RETURNING id, tenant, fingerprint_sha256",
     )
@@ -246,6 +247,7 @@ pub(crate) async fn insert_audit_rows(
 /// Whether a change can take the fast path: only plain certificate inserts and audit entries.
 pub(crate) fn is_simple(change: &Change) -> bool {
     !change.skip_duplicate_certificates
+        && change.revocations.is_empty()
         && change.tokens.is_empty()
         && change.revoke_token.is_none()
         && change.settings.is_empty()

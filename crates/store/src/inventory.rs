@@ -5,11 +5,12 @@ use sqlx::any::AnyRow;
 
 use crate::{
     CertificateQuery, CertificateRecord, CertificateSort, CertificateSource, CertificateStatus,
-    NewCertificate, Page, Store, StoreError,
+    NewCertificate, Page, RevocationState, Store, StoreError,
 };
 
 const COLUMNS: &str = "id, serial, issuer, subject, common_name, sans, not_before, not_after, key_algorithm, \
-    spki_sha256, fingerprint_sha256, profile, tenant, requester, source, status, labels, der, created_at";
+    spki_sha256, fingerprint_sha256, profile, tenant, requester, source, status, labels, der, created_at, \
+    crl_shard, revoked_at, revocation_reason, invalidity_date";
 
 enum Bind {
     Int(i64),
@@ -48,8 +49,19 @@ fn decode(row: &AnyRow, now: i64) -> Result<CertificateRecord, StoreError> {
             labels: serde_json::from_str(&labels)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             der: row.try_get("der")?,
+            crl_shard: row.try_get("crl_shard")?,
         },
         status,
+        revocation: match row.try_get::<Option<i64>, _>("revoked_at")? {
+            Some(revoked_at) => Some(RevocationState {
+                revoked_at,
+                reason: row
+                    .try_get::<Option<i64>, _>("revocation_reason")?
+                    .unwrap_or(0),
+                invalidity_date: row.try_get("invalidity_date")?,
+            }),
+            None => None,
+        },
         created_at: row.try_get("created_at")?,
     })
 }
@@ -81,6 +93,62 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(|row| decode(row, now)).collect()
+    }
+
+    /// Certificates with this SubjectPublicKeyInfo SHA-256 (for revocation by key).
+    pub async fn certificates_by_spki(
+        &self,
+        spki_sha256: &str,
+        now: i64,
+    ) -> Result<Vec<CertificateRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM certificates WHERE spki_sha256 = $1 ORDER BY id"
+        ))
+        .bind(spki_sha256.to_lowercase())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|row| decode(row, now)).collect()
+    }
+
+    /// Revoked, unexpired certificates of `issuer` (in `shard`, when given), for a CRL:
+    /// serial, state. Read through the revocation index.
+    pub async fn revoked_entries(
+        &self,
+        issuer: &str,
+        shard: Option<i64>,
+        now: i64,
+    ) -> Result<Vec<(String, RevocationState)>, StoreError> {
+        let rows = match shard {
+            Some(shard) => sqlx::query(
+                "SELECT serial, revoked_at, revocation_reason, invalidity_date FROM certificates \
+                 WHERE issuer = $1 AND status = 'revoked' AND crl_shard = $2 AND not_after >= $3",
+            )
+            .bind(issuer)
+            .bind(shard)
+            .bind(now),
+            None => sqlx::query(
+                "SELECT serial, revoked_at, revocation_reason, invalidity_date FROM certificates \
+                 WHERE issuer = $1 AND status = 'revoked' AND not_after >= $2",
+            )
+            .bind(issuer)
+            .bind(now),
+        }
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("serial")?,
+                    RevocationState {
+                        revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.unwrap_or(0),
+                        reason: row
+                            .try_get::<Option<i64>, _>("revocation_reason")?
+                            .unwrap_or(0),
+                        invalidity_date: row.try_get("invalidity_date")?,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// Number of certificates in the inventory.

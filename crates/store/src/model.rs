@@ -110,6 +110,31 @@ pub struct NewCertificate {
     pub labels: BTreeMap<String, String>,
     /// The certificate, DER.
     pub der: Vec<u8>,
+    /// The CRL partition that lists it once revoked (0 when CRLs are not partitioned).
+    #[serde(default)]
+    pub crl_shard: i64,
+}
+
+/// Revocation facts of a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationState {
+    /// When certkeeper processed the revocation, Unix seconds.
+    pub revoked_at: i64,
+    /// RFC 5280 CRLReason code.
+    pub reason: i64,
+    /// When the key was compromised or the certificate became invalid, Unix seconds.
+    pub invalidity_date: Option<i64>,
+}
+
+/// A revocation to record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation {
+    /// Inventory id of the certificate.
+    pub certificate_id: i64,
+    /// The requested state. If the certificate is already revoked, its first reason, time
+    /// and invalidity date stand, unless this escalates to keyCompromise (reason 1), which
+    /// replaces the reason and invalidity date (the revocation time stays).
+    pub state: RevocationState,
 }
 
 /// A certificate as stored.
@@ -122,6 +147,8 @@ pub struct CertificateRecord {
     pub certificate: NewCertificate,
     /// Status (with `expired` derived).
     pub status: CertificateStatus,
+    /// Set once revoked.
+    pub revocation: Option<RevocationState>,
     /// When it entered the inventory, Unix seconds.
     pub created_at: i64,
 }
@@ -231,6 +258,8 @@ pub struct Change {
     pub revoke_token: Option<String>,
     /// Settings to upsert.
     pub settings: Vec<(String, String)>,
+    /// Certificates to revoke (idempotent; see [`Revocation`]).
+    pub revocations: Vec<Revocation>,
     /// Audit entries describing the change (or a denial, alone).
     pub audit: Vec<AuditEvent>,
 }
@@ -244,6 +273,8 @@ pub struct ChangeOutcome {
     pub duplicate_fingerprints: Vec<String>,
     /// Sequence numbers of the appended audit entries.
     pub audit_seqs: Vec<i64>,
+    /// For each revocation: the certificate id and the state now stored.
+    pub revocations: Vec<(i64, RevocationState)>,
 }
 
 /// Sort orders for certificate search.

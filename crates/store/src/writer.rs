@@ -207,8 +207,8 @@ async fn apply_change(
         };
         let sql = format!(
             "INSERT INTO certificates (serial, issuer, subject, common_name, sans, san_search, not_before, not_after, \
-             key_algorithm, spki_sha256, fingerprint_sha256, profile, tenant, requester, source, status, labels, der, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'active', $16, $17, $18){conflict} RETURNING id"
+             key_algorithm, spki_sha256, fingerprint_sha256, profile, tenant, requester, source, status, labels, der, created_at, crl_shard) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'active', $16, $17, $18, $19){conflict} RETURNING id"
         );
         let row = sqlx::query(&sql)
             .bind(&cert.serial)
@@ -229,6 +229,7 @@ async fn apply_change(
             .bind(&labels)
             .bind(&cert.der)
             .bind(now_s)
+            .bind(cert.crl_shard)
             .fetch_optional(&mut **tx)
             .await?;
         let Some(row) = row else {
@@ -277,6 +278,34 @@ async fn apply_change(
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("active token {id:?}")));
         }
+    }
+    for revocation in &change.revocations {
+        // The first revocation stands; only an escalation to keyCompromise (1) changes the
+        // reason and invalidity date. SET expressions read the row as it was, in both engines.
+        let state = revocation.state;
+        let row = sqlx::query(
+            "UPDATE certificates SET \
+               revocation_reason = CASE WHEN status = 'revoked' AND NOT ($1 = 1 AND revocation_reason <> 1) THEN revocation_reason ELSE $1 END, \
+               invalidity_date = CASE WHEN status = 'revoked' AND NOT ($1 = 1 AND revocation_reason <> 1) THEN invalidity_date ELSE $2 END, \
+               revoked_at = CASE WHEN status = 'revoked' THEN revoked_at ELSE $3 END, \
+               status = 'revoked' \
+             WHERE id = $4 RETURNING revocation_reason, invalidity_date, revoked_at",
+        )
+        .bind(state.reason)
+        .bind(state.invalidity_date)
+        .bind(state.revoked_at)
+        .bind(revocation.certificate_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("certificate {}", revocation.certificate_id)))?;
+        outcome.revocations.push((
+            revocation.certificate_id,
+            crate::RevocationState {
+                revoked_at: row.try_get("revoked_at")?,
+                reason: row.try_get("revocation_reason")?,
+                invalidity_date: row.try_get("invalidity_date")?,
+            },
+        ));
     }
     for (name, value) in &change.settings {
         sqlx::query(

@@ -129,6 +129,7 @@ fn certificate(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         der: vec![0x30, 0x03, 0x02, 0x01, 0x01],
+        crl_shard: 0,
     }
 }
 
@@ -693,5 +694,123 @@ both_backends!(
                 .all(|p| p.seq <= 2 || !p.problem.contains("edited")),
             "{report:?}"
         );
+    }
+);
+
+both_backends!(
+    revocation_is_idempotent_and_escalates_only_to_key_compromise,
+    |db: TestDb| async move {
+        let store = Store::open(&db.url, key()).await.unwrap();
+        let mut sharded = certificate("b2", "b.example.com", "t", NOW + 100, &[]);
+        sharded.crl_shard = 3;
+        let ids = store
+            .apply(Change {
+                certificates: vec![
+                    certificate("a1", "a.example.com", "t", NOW + 100, &[]),
+                    sharded,
+                    certificate("c3", "old.example.com", "t", NOW - 1, &[]),
+                ],
+                audit: vec![event("certificate.issue", "three")],
+                ..Change::default()
+            })
+            .await
+            .unwrap()
+            .inserted_certificate_ids;
+        let revoke = |id: i64, reason: i64, at: i64, invalid: Option<i64>| Change {
+            revocations: vec![Revocation {
+                certificate_id: id,
+                state: RevocationState {
+                    revoked_at: at,
+                    reason,
+                    invalidity_date: invalid,
+                },
+            }],
+            audit: vec![event("certificate.revoke", &id.to_string())],
+            ..Change::default()
+        };
+        // superseded (4) first; a second request with another reason changes nothing.
+        let first = store.apply(revoke(ids[0], 4, NOW, None)).await.unwrap();
+        assert_eq!(
+            first.revocations[0].1,
+            RevocationState {
+                revoked_at: NOW,
+                reason: 4,
+                invalidity_date: None
+            }
+        );
+        let again = store
+            .apply(revoke(ids[0], 5, NOW + 10, None))
+            .await
+            .unwrap();
+        assert_eq!(
+            again.revocations[0].1, first.revocations[0].1,
+            "the first reason stands"
+        );
+        // keyCompromise (1) escalates the reason and invalidity date, not the time.
+        let escalated = store
+            .apply(revoke(ids[0], 1, NOW + 20, Some(NOW - 500)))
+            .await
+            .unwrap();
+        assert_eq!(
+            escalated.revocations[0].1,
+            RevocationState {
+                revoked_at: NOW,
+                reason: 1,
+                invalidity_date: Some(NOW - 500)
+            }
+        );
+        let after = store
+            .apply(revoke(ids[0], 4, NOW + 30, None))
+            .await
+            .unwrap();
+        assert_eq!(
+            after.revocations[0].1.reason, 1,
+            "nothing de-escalates keyCompromise"
+        );
+
+        store.apply(revoke(ids[1], 1, NOW, None)).await.unwrap();
+        store.apply(revoke(ids[2], 1, NOW, None)).await.unwrap();
+        let record = &store.certificates_by_serial("a1", NOW).await.unwrap()[0];
+        assert_eq!(record.status, CertificateStatus::Revoked);
+        assert_eq!(record.revocation.unwrap().reason, 1);
+        let revoked = store
+            .search_certificates(&CertificateQuery {
+                status: Some(CertificateStatus::Revoked),
+                now: NOW,
+                limit: 10,
+                ..CertificateQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(revoked.items.len(), 3);
+
+        // CRL reads: unexpired only, optionally one shard.
+        let all = store
+            .revoked_entries("CN=Test Intermediate", None, NOW)
+            .await
+            .unwrap();
+        let mut serials: Vec<&str> = all.iter().map(|(s, _)| s.as_str()).collect();
+        serials.sort();
+        assert_eq!(serials, ["a1", "b2"], "the expired c3 has left the CRL");
+        let shard3 = store
+            .revoked_entries("CN=Test Intermediate", Some(3), NOW)
+            .await
+            .unwrap();
+        assert_eq!(shard3.len(), 1);
+        assert_eq!(shard3[0].0, "b2");
+        assert!(
+            store
+                .revoked_entries("CN=Test Intermediate", Some(0), NOW)
+                .await
+                .unwrap()
+                .iter()
+                .all(|(s, _)| s == "a1")
+        );
+
+        let missing = store.apply(revoke(999_999, 1, NOW, None)).await;
+        assert!(matches!(missing, Err(StoreError::NotFound(_))));
+        assert!(store.verify_audit().await.unwrap().ok());
+        let by_key = store.certificates_by_spki("spki-a1", NOW).await.unwrap();
+        assert_eq!(by_key.len(), 1);
     }
 );

@@ -27,7 +27,12 @@ impl TestServer {
         command
             .args(["serve", "--data-dir"])
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(if extra.contains(&"--http-listen") {
+                &[][..]
+            } else {
+                &["--http-listen", "127.0.0.1:0"][..]
+            })
             .args(extra)
             .env_remove("CERTKEEPER_CONFIG")
             .env("CERTKEEPER_LOG", "warn")
