@@ -14,6 +14,7 @@ mod error;
 mod extensions;
 mod issue;
 mod key;
+mod ocsp;
 mod pkcs12;
 mod profile;
 
@@ -28,6 +29,11 @@ pub use error::PkiError;
 pub use issue::{IssuerUrls, LeafRequest, build_leaf};
 pub use key::{
     KeyAlgorithm, KeyKind, PublicKeyInfo, Signer, SoftwareKey, parse_public_key_info, random_serial,
+};
+pub use ocsp::{
+    CertIdHash, IssuerHashes, MAX_OCSP_REQUEST_BYTES, OcspAnswer, OcspQueries, OcspQuery,
+    OcspRefusal, OcspResponder, OcspStatus, build_ocsp_responder_certificate, build_ocsp_response,
+    ocsp_refusal, read_ocsp_request,
 };
 pub use pkcs12::build_pkcs12;
 pub use profile::{ExtendedKeyUsage, KeyUsage, Profile, SanKind, builtin_profiles};

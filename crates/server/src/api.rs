@@ -110,6 +110,16 @@ fn public_routes() -> Router<SharedState> {
         .route("/ca/intermediate.crt", get(intermediate_der))
         .route("/ca/chain.pem", get(chain_pem))
         .route("/crl/{name}", get(serve_crl))
+        .route(
+            "/ocsp",
+            axum::routing::post(ocsp_post)
+                .get(ocsp_get_empty)
+                .layer(DefaultBodyLimit::max(
+                    certkeeper_pki::MAX_OCSP_REQUEST_BYTES,
+                )),
+        )
+        .route("/ocsp/", get(ocsp_get_empty))
+        .route("/ocsp/{*request}", get(ocsp_get))
 }
 
 async fn not_found() -> Problem {
@@ -180,6 +190,90 @@ async fn serve_crl(
         crl.der.clone(),
     )
         .into_response()
+}
+
+async fn ocsp_post(
+    State(state): State<SharedState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match body {
+        Ok(body) => ocsp_reply(&state, &body, false).await,
+        Err(_) => ocsp_bytes(crate::ocsp::malformed(), None),
+    }
+}
+
+/// A GET without a request.
+async fn ocsp_get_empty() -> Response {
+    ocsp_bytes(crate::ocsp::malformed(), None)
+}
+
+/// RFC 5019 GET: the DER request, base64, in the path.
+async fn ocsp_get(State(state): State<SharedState>, Path(encoded): Path<String>) -> Response {
+    use base64::Engine;
+    let trimmed = encoded.trim_start_matches('/');
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(trimmed)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(trimmed));
+    match decoded {
+        Ok(request) if request.len() <= certkeeper_pki::MAX_OCSP_REQUEST_BYTES => {
+            ocsp_reply(&state, &request, true).await
+        }
+        _ => ocsp_bytes(crate::ocsp::malformed(), None),
+    }
+}
+
+async fn ocsp_reply(state: &SharedState, request: &[u8], cacheable: bool) -> Response {
+    match state.ocsp.answer(&state.store, request).await {
+        Ok(crate::ocsp::OcspReply::Signed(response)) => ocsp_bytes(
+            response.der.as_ref().clone(),
+            cacheable.then_some(&response),
+        ),
+        Ok(crate::ocsp::OcspReply::Refused(der)) => ocsp_bytes(der, None),
+        Err(error) => {
+            tracing::error!(%error, "OCSP request failed");
+            ocsp_bytes(
+                certkeeper_pki::ocsp_refusal(certkeeper_pki::OcspRefusal::Internal),
+                None,
+            )
+        }
+    }
+}
+
+/// An OCSP response over HTTP; with RFC 5019 caching headers for cacheable (GET) answers.
+fn ocsp_bytes(der: Vec<u8>, cache: Option<&crate::ocsp::CachedResponse>) -> Response {
+    let mut headers = vec![(
+        header::CONTENT_TYPE,
+        "application/ocsp-response".to_string(),
+    )];
+    match cache {
+        Some(response) => {
+            let at = |s: i64| {
+                time::OffsetDateTime::from_unix_timestamp(s)
+                    .ok()
+                    .and_then(|t| t.format(HTTP_DATE).ok())
+                    .unwrap_or_default()
+            };
+            let max_age = (response.next_update - now()).max(0);
+            headers.push((
+                header::CACHE_CONTROL,
+                format!("max-age={max_age}, public, no-transform, must-revalidate"),
+            ));
+            headers.push((header::LAST_MODIFIED, at(response.this_update)));
+            headers.push((header::EXPIRES, at(response.next_update)));
+            headers.push((
+                header::ETAG,
+                format!("\"{}\"", &certkeeper_pki::sha256_hex(&der)[..32]),
+            ));
+        }
+        None => headers.push((header::CACHE_CONTROL, "no-cache".to_string())),
+    }
+    let mut response = der.into_response();
+    for (name, value) in headers {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
 }
 
 fn now() -> i64 {

@@ -12,6 +12,7 @@ mod error;
 pub mod files;
 pub mod inventory;
 pub mod issuance;
+pub mod ocsp;
 pub mod problem;
 pub mod revocation;
 mod serve;
@@ -79,6 +80,8 @@ pub struct AppState {
     pub base_url: String,
     /// The CRLs being served.
     pub crls: crate::crl::CrlPublisher,
+    /// The OCSP responder.
+    pub ocsp: crate::ocsp::OcspService,
 }
 
 impl AppState {

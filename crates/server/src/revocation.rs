@@ -262,6 +262,9 @@ async fn revoke_checked(
     };
     let outcome = state.store.apply(change).await?;
     state.crls.revoked();
+    for record in &targets {
+        state.ocsp.forget(&record.certificate.serial);
+    }
     let revoked = targets
         .iter()
         .zip(outcome.revocations)

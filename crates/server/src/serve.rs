@@ -97,6 +97,7 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
     .await?;
 
     let root_fingerprint = loaded.root_fingerprint.clone();
+    let ocsp = crate::ocsp::OcspService::start(&data_dir, &loaded, &store).await?;
     let state = Arc::new(AppState {
         store: store.clone(),
         urls: issuer_urls(&base_url, "intermediate"),
@@ -112,9 +113,20 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
         data_dir: data_dir.clone(),
         base_url: base_url.clone(),
         crls: crate::crl::CrlPublisher::new(config.crl.clone()),
+        ocsp,
     });
     state.crls.rebuild(&state).await?;
     let crl_task = crate::crl::spawn(state.clone());
+    let rotation_state = state.clone();
+    let ocsp_task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            let s = &rotation_state;
+            if let Err(error) = s.ocsp.rotate_if_due(&s.data_dir, &s.ca, &s.store).await {
+                tracing::error!(%error, "OCSP responder rotation failed; keeping the current one");
+            }
+        }
+    });
 
     let https_listener = std::net::TcpListener::bind(config.server.listen).map_err(|e| {
         ServerError::Listen(format!("cannot listen on {}: {e}", config.server.listen))
@@ -174,7 +186,7 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
         handle,
         http_shutdown,
         tasks: vec![https_task, http_task],
-        background: vec![crl_task],
+        background: vec![crl_task, ocsp_task],
         store,
     })
 }

@@ -1,0 +1,258 @@
+//! The OCSP responder (RFC 6960, RFC 5019 profile): a delegated responder certificate issued
+//! and rotated by certkeeper, answers for the issuing CA's certificates from the inventory,
+//! and a cache of signed responses that a revocation invalidates at once.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use certkeeper_pki::{
+    CertIdHash, IssuerHashes, KeyAlgorithm, OcspAnswer, OcspQueries, OcspRefusal, OcspResponder,
+    OcspStatus, RevocationReason, Signer, SoftwareKey, build_ocsp_responder_certificate,
+    build_ocsp_response, ocsp_refusal, parse_certificate, pem_to_der_certificates, random_serial,
+    read_ocsp_request, to_pem,
+};
+use certkeeper_store::{AuditEvent, CertificateSource, Change, Outcome, Store};
+use time::{Duration, OffsetDateTime};
+
+use crate::ca::LoadedCa;
+use crate::files::{PRIVATE, PUBLIC, write_atomic};
+use crate::{ServerError, Tenant};
+
+/// Lifetime of the responder certificate; it is replaced when a third is left.
+const RESPONDER_DAYS: i64 = 30;
+/// Validity of a response (nextUpdate - thisUpdate).
+pub const RESPONSE_VALIDITY_SECONDS: i64 = 24 * 3600;
+/// A cached response is re-signed when less than this much validity is left.
+const REFRESH_BEFORE_SECONDS: i64 = 12 * 3600;
+
+/// A signed response kept for reuse.
+#[derive(Clone)]
+pub struct CachedResponse {
+    /// DER.
+    pub der: Arc<Vec<u8>>,
+    /// thisUpdate.
+    pub this_update: i64,
+    /// nextUpdate.
+    pub next_update: i64,
+}
+
+/// The responder with its cache.
+pub struct OcspService {
+    responder: RwLock<Arc<OcspResponder>>,
+    issuer: IssuerHashes,
+    issuer_dn: String,
+    cache: Mutex<HashMap<(String, CertIdHash), CachedResponse>>,
+}
+
+/// The answer to one HTTP request.
+pub enum OcspReply {
+    /// A signed response (from the cache or fresh).
+    Signed(CachedResponse),
+    /// An unsigned error response (malformedRequest, unauthorized).
+    Refused(Vec<u8>),
+}
+
+impl OcspService {
+    /// Loads or issues the responder certificate under `<data_dir>/ocsp`.
+    pub async fn start(data_dir: &Path, ca: &LoadedCa, store: &Store) -> Result<Self, ServerError> {
+        let responder = ensure_responder(data_dir, ca, store).await?;
+        Ok(OcspService {
+            responder: RwLock::new(Arc::new(responder)),
+            issuer: IssuerHashes::of(ca.issuer.certificate_der())?,
+            issuer_dn: parse_certificate(ca.issuer.certificate_der())?.subject,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Replaces the responder certificate when it nears its end.
+    pub async fn rotate_if_due(
+        &self,
+        data_dir: &Path,
+        ca: &LoadedCa,
+        store: &Store,
+    ) -> Result<(), ServerError> {
+        let fresh = ensure_responder(data_dir, ca, store).await?;
+        let changed = self
+            .responder
+            .read()
+            .map(|current| current.certificate_der() != fresh.certificate_der())
+            .unwrap_or(true);
+        if changed {
+            if let Ok(mut slot) = self.responder.write() {
+                *slot = Arc::new(fresh);
+            }
+            self.clear();
+        }
+        Ok(())
+    }
+
+    /// Drops cached responses for a serial (after its revocation).
+    pub fn forget(&self, serial: &str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.retain(|(cached, _), _| cached != serial);
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.clear();
+        }
+    }
+
+    /// Answers a DER OCSP request.
+    pub async fn answer(&self, store: &Store, request: &[u8]) -> Result<OcspReply, ServerError> {
+        let queries = match read_ocsp_request(request, &self.issuer) {
+            Ok(queries) => queries,
+            Err(refusal) => return Ok(OcspReply::Refused(ocsp_refusal(refusal))),
+        };
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let cacheable = queries.nonce.is_none() && queries.queries.len() == 1;
+        if cacheable && let Some(hit) = self.cached(&queries, now) {
+            return Ok(OcspReply::Signed(hit));
+        }
+        let mut answers = Vec::with_capacity(queries.queries.len());
+        for query in &queries.queries {
+            answers.push(OcspAnswer {
+                query,
+                status: self.status(store, &query.serial, now).await?,
+                this_update: now,
+                next_update: now + RESPONSE_VALIDITY_SECONDS,
+            });
+        }
+        let responder = self
+            .responder
+            .read()
+            .map(|r| r.clone())
+            .map_err(|_| ServerError::Ca("the OCSP responder lock is poisoned".into()))?;
+        let der = build_ocsp_response(&responder, &answers, now, queries.nonce.as_deref())?;
+        let response = CachedResponse {
+            der: Arc::new(der),
+            this_update: now,
+            next_update: now + RESPONSE_VALIDITY_SECONDS,
+        };
+        if cacheable
+            && let (Some(query), Ok(mut cache)) = (queries.queries.first(), self.cache.lock())
+        {
+            if cache.len() > 1_000_000 {
+                cache.clear();
+            }
+            cache.insert((query.serial.clone(), query.hash), response.clone());
+        }
+        Ok(OcspReply::Signed(response))
+    }
+
+    fn cached(&self, queries: &OcspQueries, now: i64) -> Option<CachedResponse> {
+        let query = queries.queries.first()?;
+        let cache = self.cache.lock().ok()?;
+        cache
+            .get(&(query.serial.clone(), query.hash))
+            .filter(|hit| hit.next_update - now > REFRESH_BEFORE_SECONDS)
+            .cloned()
+    }
+
+    async fn status(
+        &self,
+        store: &Store,
+        serial: &str,
+        now: i64,
+    ) -> Result<OcspStatus, ServerError> {
+        let record = store
+            .certificates_by_serial(serial, now)
+            .await?
+            .into_iter()
+            .find(|r| {
+                r.certificate.issuer == self.issuer_dn
+                    && r.certificate.source == CertificateSource::Issued
+            });
+        Ok(match record {
+            None => OcspStatus::Unknown,
+            Some(record) => match record.revocation {
+                Some(revocation) => OcspStatus::Revoked {
+                    at: revocation.revoked_at,
+                    reason: RevocationReason::from_code(revocation.reason)
+                        .unwrap_or(RevocationReason::Unspecified),
+                },
+                None => OcspStatus::Good,
+            },
+        })
+    }
+}
+
+/// Loads the responder from `<data_dir>/ocsp`, or issues a new one when it is missing,
+/// belongs to another CA, or has less than a third of its life left.
+async fn ensure_responder(
+    data_dir: &Path,
+    ca: &LoadedCa,
+    store: &Store,
+) -> Result<OcspResponder, ServerError> {
+    let cert_path = data_dir.join("ocsp/responder.crt");
+    let key_path = data_dir.join("ocsp/responder.key");
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .map_err(|e| ServerError::Ca(e.to_string()))?;
+    let ca_key_id = parse_certificate(ca.issuer.certificate_der())?.subject_key_id;
+    if let (Ok(cert_pem), Ok(key_pem)) = (
+        std::fs::read_to_string(&cert_path),
+        std::fs::read_to_string(&key_path),
+    ) {
+        let der = pem_to_der_certificates(cert_pem.as_bytes())
+            .ok()
+            .and_then(|d| d.into_iter().next());
+        if let Some(der) = der
+            && let Ok(summary) = parse_certificate(&der)
+            && summary.authority_key_id == ca_key_id
+            && summary.not_after - now.unix_timestamp() > RESPONDER_DAYS * 86_400 / 3
+            && let Ok(key) = SoftwareKey::from_pem(&key_pem)
+            && let Ok(responder) = OcspResponder::new(der, Arc::new(key))
+        {
+            return Ok(responder);
+        }
+    }
+    let key = SoftwareKey::generate(KeyAlgorithm::EcdsaP256)?;
+    let der = build_ocsp_responder_certificate(
+        &ca.issuer,
+        key.public_key(),
+        random_serial()?,
+        now - Duration::seconds(60),
+        now + Duration::days(RESPONDER_DAYS),
+        "certkeeper OCSP Responder",
+    )?;
+    let summary = parse_certificate(&der)?;
+    let serial = summary.serial.clone();
+    let record = crate::inventory::record(
+        summary,
+        der.clone(),
+        crate::inventory::Provenance {
+            profile: Some("ocsp-responder".into()),
+            tenant: Tenant::SYSTEM.into(),
+            requester: "certkeeper".into(),
+            source: CertificateSource::Issued,
+            labels: Default::default(),
+            crl_shard: 0,
+        },
+    );
+    let audit = AuditEvent {
+        actor: "certkeeper".into(),
+        action: "certificate.issue".into(),
+        object: serial,
+        outcome: Outcome::Success,
+        detail: serde_json::json!({"purpose": "OCSP responder"}),
+    };
+    store
+        .apply(Change {
+            certificates: vec![record],
+            audit: vec![audit],
+            ..Change::default()
+        })
+        .await?;
+    write_atomic(&key_path, key.pkcs8_pem().as_bytes(), PRIVATE)?;
+    write_atomic(&cert_path, to_pem("CERTIFICATE", &der).as_bytes(), PUBLIC)?;
+    let signer: Arc<dyn Signer> = Arc::new(key);
+    Ok(OcspResponder::new(der, signer)?)
+}
+
+/// Refusal for a request body that could not be read (too large, cut off).
+pub fn malformed() -> Vec<u8> {
+    ocsp_refusal(OcspRefusal::Malformed)
+}
