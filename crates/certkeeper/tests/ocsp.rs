@@ -338,3 +338,98 @@ async fn bad_requests_get_malformed_or_unauthorized_never_a_500() {
     let out = ocsp(work, &["-cert", "web.pem", "-url", &setup.ocsp_url]);
     assert!(out.contains("web.pem: good"), "{out}");
 }
+
+fn nginx_binary() -> String {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("nginx")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_staples_certkeepers_ocsp_response() {
+    let setup = setup().await;
+    let work = setup._dir.path();
+    let (status, body, _) = setup
+        .server
+        .post("/api/v1/certificates", Some(setup.server.token()), &serde_json::json!({"profile": "tls-server", "sans": ["localhost"], "key_algorithm": "ecdsa-p256"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    std::fs::write(
+        work.join("fullchain.pem"),
+        body["full_chain_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("key.pem"),
+        body["private_key_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("trusted.pem"),
+        format!(
+            "{}{}",
+            body["chain_pem"].as_str().unwrap(),
+            body["root_pem"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::write(work.join("root.pem"), body["root_pem"].as_str().unwrap()).unwrap();
+    let port = free_port();
+    let dir = work.display();
+    std::fs::create_dir_all(work.join("tmp")).unwrap();
+    std::fs::write(
+        work.join("nginx.conf"),
+        format!(
+            "worker_processes 1;\nerror_log {dir}/error.log info;\npid {dir}/nginx.pid;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {dir}/tmp;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {dir}/fullchain.pem;\n    ssl_certificate_key {dir}/key.pem;\n    ssl_stapling on;\n    ssl_stapling_verify on;\n    ssl_trusted_certificate {dir}/trusted.pem;\n    location / {{ return 200 \"ok\"; }}\n  }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let mut nginx = std::process::Command::new(nginx_binary())
+        .args([
+            "-p",
+            &dir.to_string(),
+            "-c",
+            &format!("{dir}/nginx.conf"),
+            "-g",
+            "daemon off;",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nginx (scripts/test installs nginx-light)");
+    // nginx fetches the OCSP response on the first handshakes and staples it from then on.
+    let started = Instant::now();
+    let stapled = loop {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                "-servername",
+                "localhost",
+                "-status",
+                "-CAfile",
+                "root.pem",
+            ])
+            .current_dir(work)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let output = text(&out);
+        if output.contains("OCSP Response Status: successful") {
+            break output;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let _ = nginx.kill();
+            let log = std::fs::read_to_string(work.join("error.log")).unwrap_or_default();
+            panic!("nginx never stapled a response:\n{output}\nnginx error log:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let _ = nginx.kill();
+    let _ = nginx.wait();
+    assert!(stapled.contains("Cert Status: good"), "{stapled}");
+    assert!(stapled.contains("Verify return code: 0 (ok)"), "{stapled}");
+}
