@@ -14,6 +14,8 @@ enum Target {
     Certkeeper,
     /// cfssl serve: POST /api/v1/cfssl/sign.
     Cfssl,
+    /// Any OCSP responder: POST the DER request in --ocsp-request to --url as is.
+    Ocsp,
 }
 
 /// Load generator for issuance benchmarks.
@@ -42,6 +44,9 @@ struct Args {
     /// Distinct CSRs to cycle through.
     #[arg(long, default_value_t = 2000)]
     csrs: usize,
+    /// DER OCSP request to send (target ocsp).
+    #[arg(long)]
+    ocsp_request: Option<String>,
 }
 
 fn make_csrs(count: usize) -> Result<Vec<String>, String> {
@@ -75,7 +80,15 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 async fn main() -> Result<(), String> {
     let args = Args::parse();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let csrs = Arc::new(make_csrs(args.csrs)?);
+    let csrs = Arc::new(match args.target {
+        Target::Ocsp => Vec::new(),
+        _ => make_csrs(args.csrs)?,
+    });
+    let ocsp_body: Arc<Vec<u8>> = Arc::new(match (&args.target, &args.ocsp_request) {
+        (Target::Ocsp, Some(path)) => std::fs::read(path).map_err(|e| format!("{path}: {e}"))?,
+        (Target::Ocsp, None) => return Err("--ocsp-request is required for target ocsp".into()),
+        _ => Vec::new(),
+    });
     let mut builder = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency);
     if let Some(path) = &args.ca_file {
         let pem = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
@@ -86,19 +99,21 @@ async fn main() -> Result<(), String> {
     let (path, expected) = match args.target {
         Target::Certkeeper => ("/api/v1/certificates", 201),
         Target::Cfssl => ("/api/v1/cfssl/sign", 200),
+        Target::Ocsp => ("", 200),
     };
     let url = format!("{}{path}", args.url.trim_end_matches('/'));
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     for worker in 0..args.concurrency {
-        let (client, url, csrs, measuring, stop, token) = (
+        let (client, url, csrs, measuring, stop, token, ocsp_body) = (
             client.clone(),
             url.clone(),
             csrs.clone(),
             measuring.clone(),
             stop.clone(),
             args.token.clone(),
+            ocsp_body.clone(),
         );
         let target = args.target;
         workers.push(tokio::spawn(async move {
@@ -106,13 +121,25 @@ async fn main() -> Result<(), String> {
             let mut errors = 0u64;
             let mut i = worker;
             while !stop.load(Ordering::Relaxed) {
-                let csr = &csrs[i % csrs.len()];
-                i += 7;
-                let body = match target {
-                    Target::Certkeeper => serde_json::json!({"profile": "tls-server", "csr": csr}),
-                    Target::Cfssl => serde_json::json!({"certificate_request": csr}),
+                let mut request = match target {
+                    Target::Ocsp => client
+                        .post(&url)
+                        .header("content-type", "application/ocsp-request")
+                        .body(ocsp_body.as_ref().clone()),
+                    Target::Certkeeper => {
+                        let csr = &csrs[i % csrs.len()];
+                        client
+                            .post(&url)
+                            .json(&serde_json::json!({"profile": "tls-server", "csr": csr}))
+                    }
+                    Target::Cfssl => {
+                        let csr = &csrs[i % csrs.len()];
+                        client
+                            .post(&url)
+                            .json(&serde_json::json!({"certificate_request": csr}))
+                    }
                 };
-                let mut request = client.post(&url).json(&body);
+                i += 7;
                 if let Some(token) = &token {
                     request = request.bearer_auth(token);
                 }

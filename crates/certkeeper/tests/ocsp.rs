@@ -113,6 +113,11 @@ async fn openssl_ocsp_reports_good_then_revoked_with_the_reason() {
         "{out}"
     );
 
+    // The exact request that is checked after the revocation, answered (and cached) before it.
+    for _ in 0..2 {
+        let out = ocsp(work, &["-no_nonce", "-cert", "web.pem", "-url", url]);
+        assert!(out.contains("web.pem: good"), "{out}");
+    }
     let (status, body, _) = setup
         .server
         .post(

@@ -224,10 +224,9 @@ async fn ocsp_get(State(state): State<SharedState>, Path(encoded): Path<String>)
 
 async fn ocsp_reply(state: &SharedState, request: &[u8], cacheable: bool) -> Response {
     match state.ocsp.answer(&state.store, request).await {
-        Ok(crate::ocsp::OcspReply::Signed(response)) => ocsp_bytes(
-            response.der.as_ref().clone(),
-            cacheable.then_some(&response),
-        ),
+        Ok(crate::ocsp::OcspReply::Signed(response)) => {
+            ocsp_bytes(response.der.clone(), cacheable.then_some(&response))
+        }
         Ok(crate::ocsp::OcspReply::Refused(der)) => ocsp_bytes(der, None),
         Err(error) => {
             tracing::error!(%error, "OCSP request failed");
@@ -240,7 +239,8 @@ async fn ocsp_reply(state: &SharedState, request: &[u8], cacheable: bool) -> Res
 }
 
 /// An OCSP response over HTTP; with RFC 5019 caching headers for cacheable (GET) answers.
-fn ocsp_bytes(der: Vec<u8>, cache: Option<&crate::ocsp::CachedResponse>) -> Response {
+fn ocsp_bytes(der: impl Into<Bytes>, cache: Option<&crate::ocsp::CachedResponse>) -> Response {
+    let der: Bytes = der.into();
     let mut headers = vec![(
         header::CONTENT_TYPE,
         "application/ocsp-response".to_string(),

@@ -29,8 +29,8 @@ const REFRESH_BEFORE_SECONDS: i64 = 12 * 3600;
 /// A signed response kept for reuse.
 #[derive(Clone)]
 pub struct CachedResponse {
-    /// DER.
-    pub der: Arc<Vec<u8>>,
+    /// DER (cheap to clone and to hand to the HTTP layer).
+    pub der: axum::body::Bytes,
     /// thisUpdate.
     pub this_update: i64,
     /// nextUpdate.
@@ -43,6 +43,9 @@ pub struct OcspService {
     issuer: IssuerHashes,
     issuer_dn: String,
     cache: Mutex<HashMap<(String, CertIdHash), CachedResponse>>,
+    /// The hot path: responses by the exact bytes of a nonce-free request, so a repeated
+    /// request is answered without decoding it. Entries remember their serial for invalidation.
+    by_request: RwLock<HashMap<Vec<u8>, (String, CachedResponse)>>,
 }
 
 /// The answer to one HTTP request.
@@ -62,6 +65,7 @@ impl OcspService {
             issuer: IssuerHashes::of(ca.issuer.certificate_der())?,
             issuer_dn: parse_certificate(ca.issuer.certificate_der())?.subject,
             cache: Mutex::new(HashMap::new()),
+            by_request: RwLock::new(HashMap::new()),
         })
     }
 
@@ -92,23 +96,36 @@ impl OcspService {
         if let Ok(mut cache) = self.cache.lock() {
             cache.retain(|(cached, _), _| cached != serial);
         }
+        if let Ok(mut by_request) = self.by_request.write() {
+            by_request.retain(|_, (cached, _)| cached != serial);
+        }
     }
 
     fn clear(&self) {
         if let Ok(mut cache) = self.cache.lock() {
             cache.clear();
         }
+        if let Ok(mut by_request) = self.by_request.write() {
+            by_request.clear();
+        }
     }
 
     /// Answers a DER OCSP request.
     pub async fn answer(&self, store: &Store, request: &[u8]) -> Result<OcspReply, ServerError> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if let Ok(by_request) = self.by_request.read()
+            && let Some((_, hit)) = by_request.get(request)
+            && hit.next_update - now > REFRESH_BEFORE_SECONDS
+        {
+            return Ok(OcspReply::Signed(hit.clone()));
+        }
         let queries = match read_ocsp_request(request, &self.issuer) {
             Ok(queries) => queries,
             Err(refusal) => return Ok(OcspReply::Refused(ocsp_refusal(refusal))),
         };
-        let now = OffsetDateTime::now_utc().unix_timestamp();
         let cacheable = queries.nonce.is_none() && queries.queries.len() == 1;
         if cacheable && let Some(hit) = self.cached(&queries, now) {
+            self.remember(request, &queries, &hit);
             return Ok(OcspReply::Signed(hit));
         }
         let mut answers = Vec::with_capacity(queries.queries.len());
@@ -127,7 +144,7 @@ impl OcspService {
             .map_err(|_| ServerError::Ca("the OCSP responder lock is poisoned".into()))?;
         let der = build_ocsp_response(&responder, &answers, now, queries.nonce.as_deref())?;
         let response = CachedResponse {
-            der: Arc::new(der),
+            der: der.into(),
             this_update: now,
             next_update: now + RESPONSE_VALIDITY_SECONDS,
         };
@@ -139,7 +156,21 @@ impl OcspService {
             }
             cache.insert((query.serial.clone(), query.hash), response.clone());
         }
+        if cacheable {
+            self.remember(request, &queries, &response);
+        }
         Ok(OcspReply::Signed(response))
+    }
+
+    fn remember(&self, request: &[u8], queries: &OcspQueries, response: &CachedResponse) {
+        if let (Some(query), Ok(mut by_request)) =
+            (queries.queries.first(), self.by_request.write())
+        {
+            if by_request.len() > 1_000_000 {
+                by_request.clear();
+            }
+            by_request.insert(request.to_vec(), (query.serial.clone(), response.clone()));
+        }
     }
 
     fn cached(&self, queries: &OcspQueries, now: i64) -> Option<CachedResponse> {
