@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use certkeeper_pki::{
-    CertIdHash, IssuerHashes, KeyAlgorithm, OcspAnswer, OcspQueries, OcspRefusal, OcspResponder,
-    OcspStatus, RevocationReason, Signer, SoftwareKey, build_ocsp_responder_certificate,
-    build_ocsp_response, ocsp_refusal, parse_certificate, pem_to_der_certificates, random_serial,
-    read_ocsp_request, to_pem,
+    IssuerHashes, KeyAlgorithm, OcspAnswer, OcspRefusal, OcspResponder, OcspStatus,
+    RevocationReason, Signer, SoftwareKey, build_ocsp_responder_certificate, build_ocsp_response,
+    ocsp_refusal, parse_certificate, pem_to_der_certificates, random_serial, read_ocsp_request,
+    to_pem,
 };
 use certkeeper_store::{AuditEvent, CertificateSource, Change, Outcome, Store};
 use time::{Duration, OffsetDateTime};
@@ -24,7 +24,7 @@ const RESPONDER_DAYS: i64 = 30;
 /// Validity of a response (nextUpdate - thisUpdate).
 pub const RESPONSE_VALIDITY_SECONDS: i64 = 24 * 3600;
 /// A cached response is re-signed when less than this much validity is left.
-const REFRESH_BEFORE_SECONDS: i64 = 12 * 3600;
+pub const REFRESH_BEFORE_SECONDS: i64 = 12 * 3600;
 
 /// A signed response kept for reuse.
 #[derive(Clone)]
@@ -37,12 +37,11 @@ pub struct CachedResponse {
     pub next_update: i64,
 }
 
-/// The responder with its cache.
+/// The responder with its cache of signed responses.
 pub struct OcspService {
     responder: RwLock<Arc<OcspResponder>>,
     issuer: IssuerHashes,
     issuer_dn: String,
-    cache: Mutex<HashMap<(String, CertIdHash), CachedResponse>>,
     /// The hot path: responses by the exact bytes of a nonce-free request, so a repeated
     /// request is answered without decoding it. Entries remember their serial for invalidation.
     by_request: RwLock<HashMap<Vec<u8>, (String, CachedResponse)>>,
@@ -64,7 +63,6 @@ impl OcspService {
             responder: RwLock::new(Arc::new(responder)),
             issuer: IssuerHashes::of(ca.issuer.certificate_der())?,
             issuer_dn: parse_certificate(ca.issuer.certificate_der())?.subject,
-            cache: Mutex::new(HashMap::new()),
             by_request: RwLock::new(HashMap::new()),
         })
     }
@@ -91,26 +89,59 @@ impl OcspService {
         Ok(())
     }
 
-    /// Drops cached responses for a serial (after its revocation).
-    pub fn forget(&self, serial: &str) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.retain(|(cached, _), _| cached != serial);
+    /// Re-signs, at once, every cached response about `serial` (after its revocation), so the
+    /// next client sees the new status without waiting for a request to miss the cache.
+    pub async fn resign(&self, store: &Store, serial: &str) {
+        let requests: Vec<Vec<u8>> = self
+            .by_request
+            .read()
+            .map(|cache| {
+                cache
+                    .iter()
+                    .filter(|(_, (s, _))| s == serial)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for request in requests {
+            if let Err(error) = self.sign(store, &request).await {
+                tracing::error!(%error, serial, "could not re-sign an OCSP response; dropping it");
+                if let Ok(mut cache) = self.by_request.write() {
+                    cache.remove(&request);
+                }
+            }
         }
-        if let Ok(mut by_request) = self.by_request.write() {
-            by_request.retain(|_, (cached, _)| cached != serial);
+    }
+
+    /// Re-signs cached responses that are within [`REFRESH_BEFORE_SECONDS`] of their nextUpdate.
+    pub async fn refresh_due(&self, store: &Store) {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let due: Vec<Vec<u8>> = self
+            .by_request
+            .read()
+            .map(|cache| {
+                cache
+                    .iter()
+                    .filter(|(_, (_, r))| r.next_update - now <= REFRESH_BEFORE_SECONDS)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for request in due {
+            if let Err(error) = self.sign(store, &request).await {
+                tracing::error!(%error, "could not refresh an OCSP response");
+            }
         }
     }
 
     fn clear(&self) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.clear();
-        }
         if let Ok(mut by_request) = self.by_request.write() {
             by_request.clear();
         }
     }
 
-    /// Answers a DER OCSP request.
+    /// Answers a DER OCSP request: from the cache when a fresh answer to the same bytes is
+    /// there, else freshly signed.
     pub async fn answer(&self, store: &Store, request: &[u8]) -> Result<OcspReply, ServerError> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         if let Ok(by_request) = self.by_request.read()
@@ -119,15 +150,16 @@ impl OcspService {
         {
             return Ok(OcspReply::Signed(hit.clone()));
         }
+        self.sign(store, request).await
+    }
+
+    /// Decodes, looks up, signs; caches the answer to a nonce-free single-certificate request.
+    async fn sign(&self, store: &Store, request: &[u8]) -> Result<OcspReply, ServerError> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
         let queries = match read_ocsp_request(request, &self.issuer) {
             Ok(queries) => queries,
             Err(refusal) => return Ok(OcspReply::Refused(ocsp_refusal(refusal))),
         };
-        let cacheable = queries.nonce.is_none() && queries.queries.len() == 1;
-        if cacheable && let Some(hit) = self.cached(&queries, now) {
-            self.remember(request, &queries, &hit);
-            return Ok(OcspReply::Signed(hit));
-        }
         let mut answers = Vec::with_capacity(queries.queries.len());
         for query in &queries.queries {
             answers.push(OcspAnswer {
@@ -148,38 +180,16 @@ impl OcspService {
             this_update: now,
             next_update: now + RESPONSE_VALIDITY_SECONDS,
         };
-        if cacheable
-            && let (Some(query), Ok(mut cache)) = (queries.queries.first(), self.cache.lock())
-        {
-            if cache.len() > 1_000_000 {
-                cache.clear();
-            }
-            cache.insert((query.serial.clone(), query.hash), response.clone());
-        }
-        if cacheable {
-            self.remember(request, &queries, &response);
-        }
-        Ok(OcspReply::Signed(response))
-    }
-
-    fn remember(&self, request: &[u8], queries: &OcspQueries, response: &CachedResponse) {
-        if let (Some(query), Ok(mut by_request)) =
-            (queries.queries.first(), self.by_request.write())
+        if queries.nonce.is_none()
+            && let ([query], Ok(mut by_request)) =
+                (queries.queries.as_slice(), self.by_request.write())
         {
             if by_request.len() > 1_000_000 {
                 by_request.clear();
             }
             by_request.insert(request.to_vec(), (query.serial.clone(), response.clone()));
         }
-    }
-
-    fn cached(&self, queries: &OcspQueries, now: i64) -> Option<CachedResponse> {
-        let query = queries.queries.first()?;
-        let cache = self.cache.lock().ok()?;
-        cache
-            .get(&(query.serial.clone(), query.hash))
-            .filter(|hit| hit.next_update - now > REFRESH_BEFORE_SECONDS)
-            .cloned()
+        Ok(OcspReply::Signed(response))
     }
 
     async fn status(

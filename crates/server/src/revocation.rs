@@ -263,7 +263,10 @@ async fn revoke_checked(
     let outcome = state.store.apply(change).await?;
     state.crls.revoked();
     for record in &targets {
-        state.ocsp.forget(&record.certificate.serial);
+        state
+            .ocsp
+            .resign(&state.store, &record.certificate.serial)
+            .await;
     }
     let revoked = targets
         .iter()

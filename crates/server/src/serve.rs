@@ -119,10 +119,15 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
     let crl_task = crate::crl::spawn(state.clone());
     let rotation_state = state.clone();
     let ocsp_task = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
+        // Every 10 minutes: refresh cached responses nearing nextUpdate; every hour: check
+        // whether the responder certificate is due for replacement.
+        for round in 1u64.. {
+            tokio::time::sleep(Duration::from_secs(600)).await;
             let s = &rotation_state;
-            if let Err(error) = s.ocsp.rotate_if_due(&s.data_dir, &s.ca, &s.store).await {
+            s.ocsp.refresh_due(&s.store).await;
+            if round % 6 == 0
+                && let Err(error) = s.ocsp.rotate_if_due(&s.data_dir, &s.ca, &s.store).await
+            {
                 tracing::error!(%error, "OCSP responder rotation failed; keeping the current one");
             }
         }
