@@ -388,6 +388,26 @@ async fn revocation_is_idempotent_audited_by_key_and_visible_in_the_inventory() 
             .all(|r| r["reason"] == "keyCompromise")
     );
 
+    // A key revoked as compromised is never certified again (renewal with the old key too).
+    let (status, problem, _) = server
+        .post(
+            "/api/v1/certificates",
+            Some(server.token()),
+            &serde_json::json!({"profile": "tls-server", "csr": csr}),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (400, Some("/problems/key-compromised")),
+        "{problem}"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("generate a new key")
+    );
+
     // Certificates that are not ours to revoke.
     let (status, problem) = revoke(
         &server,
@@ -484,4 +504,31 @@ async fn sigkill_during_a_burst_of_revocations_loses_no_acknowledged_revocation(
         "after-restart",
     )
     .await;
+    // OCSP answers revoked for every one of them too (32 CertIDs per request).
+    std::fs::copy(
+        work.join("data/ca/intermediate.crt"),
+        work.join("issuing.pem"),
+    )
+    .unwrap();
+    for chunk in acknowledged.chunks(32) {
+        let mut args: Vec<String> = [
+            "ocsp",
+            "-no_nonce",
+            "-issuer",
+            "issuing.pem",
+            "-CAfile",
+            "data/ca/root.crt",
+        ]
+        .map(String::from)
+        .to_vec();
+        for serial in chunk {
+            args.push("-serial".into());
+            args.push(format!("0x{serial}"));
+        }
+        args.extend(["-url".to_string(), format!("http://127.0.0.1:{port}/ocsp")]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = text(&run("openssl", &args, work));
+        assert!(out.contains("Response verify OK"), "{out}");
+        assert_eq!(out.matches(": revoked").count(), chunk.len(), "{out}");
+    }
 }

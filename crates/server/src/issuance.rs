@@ -258,6 +258,7 @@ async fn prepare_and_sign(
     };
     profile.check(&public_key, common_name.as_deref(), &sans, lifetime)?;
     check_policy(state, tenant, profile, &public_key, &sans, lifetime)?;
+    refuse_compromised_key(state, &public_key).await?;
 
     let now = OffsetDateTime::now_utc()
         .replace_nanosecond(0)
@@ -346,6 +347,33 @@ async fn prepare_and_sign(
         pkcs12_base64,
     };
     Ok((record, response))
+}
+
+/// A key that any certificate was revoked for as compromised is never certified again.
+async fn refuse_compromised_key(state: &AppState, key: &PublicKeyInfo) -> Result<(), Problem> {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let compromised = state
+        .store
+        .certificates_by_spki(&key.spki_sha256(), now)
+        .await?
+        .into_iter()
+        .find(|record| {
+            record
+                .revocation
+                .is_some_and(|r| r.reason == certkeeper_pki::RevocationReason::KeyCompromise.code())
+        });
+    match compromised {
+        None => Ok(()),
+        Some(record) => Err(Problem::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "key-compromised",
+            "Compromised key",
+            format!(
+                "certificate {} with this public key was revoked for key compromise; generate a new key",
+                record.certificate.serial
+            ),
+        )),
+    }
 }
 
 /// Formats Unix seconds as RFC 3339.
