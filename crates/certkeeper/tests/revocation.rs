@@ -408,6 +408,47 @@ async fn revocation_is_idempotent_audited_by_key_and_visible_in_the_inventory() 
             .contains("generate a new key")
     );
 
+    // An imported certificate that copies a serial of ours does not block revoking ours.
+    let victim = issue(&server, "victim.example.com").await;
+    let victim_serial = victim["serial"].as_str().unwrap().to_string();
+    let copy = run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "copy.key",
+            "-out",
+            "copy.pem",
+            "-subj",
+            "/CN=copy",
+            "-days",
+            "1",
+            "-set_serial",
+            &format!("0x{victim_serial}"),
+        ],
+        work,
+    );
+    assert!(copy.status.success(), "{}", text(&copy));
+    let (_, importer) = server.create_token("issuer", Some("other")).await;
+    let (status, body, _) = server
+        .post("/api/v1/certificates/import", Some(&importer), &serde_json::json!({"certificates": [std::fs::read_to_string(work.join("copy.pem")).unwrap()]}))
+        .await;
+    assert_eq!(
+        (status, body["imported"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
+    let (status, revoked_victim) =
+        revoke(&server, serde_json::json!({"serial": victim_serial})).await;
+    assert_eq!(status, 200, "{revoked_victim}");
+    assert_eq!(revoked_victim["revoked"].as_array().unwrap().len(), 1);
+
     // Certificates that are not ours to revoke.
     let (status, problem) = revoke(
         &server,

@@ -95,6 +95,18 @@ pub struct OcspQuery {
     cert_id: CertId,
 }
 
+impl OcspQuery {
+    /// SHA-256 of the CertID exactly as asked (hash algorithm, issuer hashes, serial): a cache
+    /// key that request padding cannot vary.
+    pub fn cache_key(&self) -> [u8; 32] {
+        let der = self.cert_id.to_der().unwrap_or_default();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        key
+    }
+}
+
 /// A decoded OCSP request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OcspQueries {

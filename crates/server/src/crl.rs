@@ -31,6 +31,7 @@ pub struct CrlPublisher {
     settings: CrlSection,
     documents: RwLock<HashMap<String, Arc<CrlDocument>>>,
     wake: Notify,
+    last_number: std::sync::atomic::AtomicU64,
 }
 
 /// The partition a certificate with this serial belongs to.
@@ -56,6 +57,7 @@ impl CrlPublisher {
             settings,
             documents: RwLock::new(HashMap::new()),
             wake: Notify::new(),
+            last_number: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -85,11 +87,23 @@ impl CrlPublisher {
         let issuer = parse_certificate(state.ca.issuer.certificate_der())?.subject;
         let validity =
             time::Duration::seconds(i64::try_from(self.settings.validity).unwrap_or(86_400));
-        // Time-based CRL numbers grow with every build and need no shared counter between replicas.
-        let number = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        // Time-based CRL numbers grow with every build and need no shared counter between
+        // replicas; within a process they never repeat or go back, even if the clock does.
+        let clock = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let number = {
+            let previous = self.last_number.load(std::sync::atomic::Ordering::SeqCst);
+            let next = clock.max(previous + 1);
+            self.last_number
+                .store(next, std::sync::atomic::Ordering::SeqCst);
+            next
+        };
+        // Partitions named by certificates issued under an earlier, larger shard count keep
+        // being published.
+        let partitions =
+            i64::from(self.settings.shards).max(state.store.max_crl_shard(&issuer).await? + 1);
         let mut scopes: Vec<Option<i64>> = vec![None];
-        if self.settings.shards > 1 {
-            scopes.extend((0..i64::from(self.settings.shards)).map(Some));
+        if partitions > 1 {
+            scopes.extend((0..partitions).map(Some));
         }
         let mut built = HashMap::with_capacity(scopes.len());
         for scope in scopes {

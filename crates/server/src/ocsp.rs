@@ -4,10 +4,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use certkeeper_pki::{
-    IssuerHashes, KeyAlgorithm, OcspAnswer, OcspRefusal, OcspResponder, OcspStatus,
+    IssuerHashes, KeyAlgorithm, OcspAnswer, OcspQuery, OcspRefusal, OcspResponder, OcspStatus,
     RevocationReason, Signer, SoftwareKey, build_ocsp_responder_certificate, build_ocsp_response,
     ocsp_refusal, parse_certificate, pem_to_der_certificates, random_serial, read_ocsp_request,
     to_pem,
@@ -35,6 +36,16 @@ pub struct CachedResponse {
     pub this_update: i64,
     /// nextUpdate.
     pub next_update: i64,
+    /// Whether any certificate in it is `unknown` (such answers are not cached).
+    pub unknown: bool,
+}
+
+/// Most cached responses kept; past this the cache starts over.
+const CACHE_LIMIT: usize = 200_000;
+
+struct CacheEntry {
+    query: OcspQuery,
+    response: CachedResponse,
 }
 
 /// The responder with its cache of signed responses.
@@ -42,9 +53,12 @@ pub struct OcspService {
     responder: RwLock<Arc<OcspResponder>>,
     issuer: IssuerHashes,
     issuer_dn: String,
-    /// The hot path: responses by the exact bytes of a nonce-free request, so a repeated
-    /// request is answered without decoding it. Entries remember their serial for invalidation.
-    by_request: RwLock<HashMap<Vec<u8>, (String, CachedResponse)>>,
+    /// Signed answers to single-certificate, nonce-free requests, keyed by the CertID as asked
+    /// (so request padding cannot grow it). `unknown` answers are never cached.
+    cache: RwLock<HashMap<[u8; 32], CacheEntry>>,
+    /// Bumped by every revocation and rotation: an answer signed from a status read before the
+    /// bump is not cached, so it cannot overwrite the re-signed one.
+    generation: AtomicU64,
 }
 
 /// The answer to one HTTP request.
@@ -63,7 +77,8 @@ impl OcspService {
             responder: RwLock::new(Arc::new(responder)),
             issuer: IssuerHashes::of(ca.issuer.certificate_der())?,
             issuer_dn: parse_certificate(ca.issuer.certificate_der())?.subject,
-            by_request: RwLock::new(HashMap::new()),
+            cache: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -81,87 +96,138 @@ impl OcspService {
             .map(|current| current.certificate_der() != fresh.certificate_der())
             .unwrap_or(true);
         if changed {
+            self.generation.fetch_add(1, Ordering::SeqCst);
             if let Ok(mut slot) = self.responder.write() {
                 *slot = Arc::new(fresh);
             }
-            self.clear();
+            if let Ok(mut cache) = self.cache.write() {
+                cache.clear();
+            }
         }
         Ok(())
     }
 
-    /// Re-signs, at once, every cached response about `serial` (after its revocation), so the
-    /// next client sees the new status without waiting for a request to miss the cache.
-    pub async fn resign(&self, store: &Store, serial: &str) {
-        let requests: Vec<Vec<u8>> = self
-            .by_request
+    /// After a revocation has committed: re-signs, at once, every cached answer about `serial`,
+    /// so the next client sees the new status.
+    pub async fn revoked(&self, store: &Store, serial: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let queries: Vec<([u8; 32], OcspQuery)> = self
+            .cache
             .read()
             .map(|cache| {
                 cache
                     .iter()
-                    .filter(|(_, (s, _))| s == serial)
-                    .map(|(k, _)| k.clone())
+                    .filter(|(_, e)| e.query.serial == serial)
+                    .map(|(k, e)| (*k, e.query.clone()))
                     .collect()
             })
             .unwrap_or_default();
-        for request in requests {
-            if let Err(error) = self.sign(store, &request).await {
-                tracing::error!(%error, serial, "could not re-sign an OCSP response; dropping it");
-                if let Ok(mut cache) = self.by_request.write() {
-                    cache.remove(&request);
+        for (key, query) in queries {
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            let signed = self
+                .sign(store, std::slice::from_ref(&query), None, now)
+                .await;
+            if let Ok(mut cache) = self.cache.write() {
+                match signed {
+                    Ok(response) => {
+                        cache.insert(key, CacheEntry { query, response });
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, serial, "could not re-sign an OCSP response; dropping it");
+                        cache.remove(&key);
+                    }
                 }
             }
         }
     }
 
-    /// Re-signs cached responses that are within [`REFRESH_BEFORE_SECONDS`] of their nextUpdate.
+    /// Re-signs cached answers that are within [`REFRESH_BEFORE_SECONDS`] of their nextUpdate.
     pub async fn refresh_due(&self, store: &Store) {
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let due: Vec<Vec<u8>> = self
-            .by_request
+        let due: Vec<([u8; 32], OcspQuery)> = self
+            .cache
             .read()
             .map(|cache| {
                 cache
                     .iter()
-                    .filter(|(_, (_, r))| r.next_update - now <= REFRESH_BEFORE_SECONDS)
-                    .map(|(k, _)| k.clone())
+                    .filter(|(_, e)| e.response.next_update - now <= REFRESH_BEFORE_SECONDS)
+                    .map(|(k, e)| (*k, e.query.clone()))
                     .collect()
             })
             .unwrap_or_default();
-        for request in due {
-            if let Err(error) = self.sign(store, &request).await {
-                tracing::error!(%error, "could not refresh an OCSP response");
+        for (key, query) in due {
+            let generation = self.generation.load(Ordering::SeqCst);
+            match self
+                .sign(store, std::slice::from_ref(&query), None, now)
+                .await
+            {
+                Ok(response) => self.store_answer(key, query, response, generation),
+                Err(error) => tracing::error!(%error, "could not refresh an OCSP response"),
             }
         }
     }
 
-    fn clear(&self) {
-        if let Ok(mut by_request) = self.by_request.write() {
-            by_request.clear();
-        }
-    }
-
-    /// Answers a DER OCSP request: from the cache when a fresh answer to the same bytes is
+    /// Answers a DER OCSP request: from the cache when a fresh answer to the same CertID is
     /// there, else freshly signed.
     pub async fn answer(&self, store: &Store, request: &[u8]) -> Result<OcspReply, ServerError> {
-        let now = OffsetDateTime::now_utc().unix_timestamp();
-        if let Ok(by_request) = self.by_request.read()
-            && let Some((_, hit)) = by_request.get(request)
-            && hit.next_update - now > REFRESH_BEFORE_SECONDS
-        {
-            return Ok(OcspReply::Signed(hit.clone()));
-        }
-        self.sign(store, request).await
-    }
-
-    /// Decodes, looks up, signs; caches the answer to a nonce-free single-certificate request.
-    async fn sign(&self, store: &Store, request: &[u8]) -> Result<OcspReply, ServerError> {
-        let now = OffsetDateTime::now_utc().unix_timestamp();
         let queries = match read_ocsp_request(request, &self.issuer) {
             Ok(queries) => queries,
             Err(refusal) => return Ok(OcspReply::Refused(ocsp_refusal(refusal))),
         };
-        let mut answers = Vec::with_capacity(queries.queries.len());
-        for query in &queries.queries {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let single = match (queries.nonce.is_none(), queries.queries.as_slice()) {
+            (true, [query]) => Some(query),
+            _ => None,
+        };
+        let key = single.map(OcspQuery::cache_key);
+        if let (Some(key), Ok(cache)) = (key, self.cache.read())
+            && let Some(hit) = cache.get(&key)
+            && hit.response.next_update - now > REFRESH_BEFORE_SECONDS
+        {
+            return Ok(OcspReply::Signed(hit.response.clone()));
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let response = self
+            .sign(store, &queries.queries, queries.nonce.as_deref(), now)
+            .await?;
+        if let (Some(key), Some(query)) = (key, single) {
+            self.store_answer(key, query.clone(), response.clone(), generation);
+        }
+        Ok(OcspReply::Signed(response))
+    }
+
+    /// Caches an answer unless a revocation or rotation happened since its status was read,
+    /// or it says `unknown`.
+    fn store_answer(
+        &self,
+        key: [u8; 32],
+        query: OcspQuery,
+        response: CachedResponse,
+        generation: u64,
+    ) {
+        if response.unknown {
+            return;
+        }
+        if let Ok(mut cache) = self.cache.write()
+            && self.generation.load(Ordering::SeqCst) == generation
+        {
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(key, CacheEntry { query, response });
+        }
+    }
+
+    /// Looks up each certificate and signs one response for all of them.
+    async fn sign(
+        &self,
+        store: &Store,
+        queries: &[OcspQuery],
+        nonce: Option<&[u8]>,
+        now: i64,
+    ) -> Result<CachedResponse, ServerError> {
+        let mut answers = Vec::with_capacity(queries.len());
+        for query in queries {
             answers.push(OcspAnswer {
                 query,
                 status: self.status(store, &query.serial, now).await?,
@@ -169,27 +235,19 @@ impl OcspService {
                 next_update: now + RESPONSE_VALIDITY_SECONDS,
             });
         }
+        let unknown = answers.iter().any(|a| a.status == OcspStatus::Unknown);
         let responder = self
             .responder
             .read()
             .map(|r| r.clone())
             .map_err(|_| ServerError::Ca("the OCSP responder lock is poisoned".into()))?;
-        let der = build_ocsp_response(&responder, &answers, now, queries.nonce.as_deref())?;
-        let response = CachedResponse {
+        let der = build_ocsp_response(&responder, &answers, now, nonce)?;
+        Ok(CachedResponse {
             der: der.into(),
             this_update: now,
             next_update: now + RESPONSE_VALIDITY_SECONDS,
-        };
-        if queries.nonce.is_none()
-            && let ([query], Ok(mut by_request)) =
-                (queries.queries.as_slice(), self.by_request.write())
-        {
-            if by_request.len() > 1_000_000 {
-                by_request.clear();
-            }
-            by_request.insert(request.to_vec(), (query.serial.clone(), response.clone()));
-        }
-        Ok(OcspReply::Signed(response))
+            unknown,
+        })
     }
 
     async fn status(

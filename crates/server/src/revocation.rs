@@ -210,9 +210,13 @@ async fn revoke_checked(
         }
         found
     };
-    if let Some(other) = targets
-        .iter()
-        .find(|r| r.certificate.source != CertificateSource::Issued)
+    // Only certificates this certkeeper issued can be revoked; a copy of a serial imported
+    // elsewhere must not get in the way of revoking the real one.
+    let (targets, others): (Vec<CertificateRecord>, Vec<CertificateRecord>) = targets
+        .into_iter()
+        .partition(|r| r.certificate.source == CertificateSource::Issued);
+    if targets.is_empty()
+        && let Some(other) = others.first()
     {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
@@ -265,7 +269,7 @@ async fn revoke_checked(
     for record in &targets {
         state
             .ocsp
-            .resign(&state.store, &record.certificate.serial)
+            .revoked(&state.store, &record.certificate.serial)
             .await;
     }
     let revoked = targets

@@ -151,6 +151,15 @@ impl Store {
             .collect()
     }
 
+    /// The highest CRL partition any certificate of `issuer` names (0 when none).
+    pub async fn max_crl_shard(&self, issuer: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT MAX(crl_shard) AS shard FROM certificates WHERE issuer = $1")
+            .bind(issuer)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>("shard")?.unwrap_or(0))
+    }
+
     /// Number of certificates in the inventory.
     pub async fn count_certificates(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM certificates")
