@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use certkeeper_pki::CertificateSummary;
-use certkeeper_store::{CertificateSource, NewCertificate};
+use certkeeper_pki::{CertificateSummary, parse_certificate};
+use certkeeper_store::{AuditEvent, CertificateSource, Change, NewCertificate, Outcome, Store};
+
+use crate::{ServerError, Tenant};
 
 /// Who a certificate belongs to and how it came in.
 pub struct Provenance {
@@ -42,4 +44,43 @@ pub fn record(summary: CertificateSummary, der: Vec<u8>, provenance: Provenance)
         crl_shard: provenance.crl_shard,
         der,
     }
+}
+
+/// Records a certificate certkeeper issued for itself (its TLS listener, its OCSP responder)
+/// in the inventory, with an audit entry saying what it is for.
+pub async fn record_own_certificate(
+    store: &Store,
+    der: &[u8],
+    profile: &str,
+    detail: serde_json::Value,
+) -> Result<(), ServerError> {
+    let summary = parse_certificate(der)?;
+    let serial = summary.serial.clone();
+    let record = record(
+        summary,
+        der.to_vec(),
+        Provenance {
+            profile: Some(profile.into()),
+            tenant: Tenant::SYSTEM.into(),
+            requester: "certkeeper".into(),
+            source: CertificateSource::Issued,
+            labels: Default::default(),
+            crl_shard: 0,
+        },
+    );
+    let audit = AuditEvent {
+        actor: "certkeeper".into(),
+        action: "certificate.issue".into(),
+        object: serial,
+        outcome: Outcome::Success,
+        detail,
+    };
+    store
+        .apply(Change {
+            certificates: vec![record],
+            audit: vec![audit],
+            ..Change::default()
+        })
+        .await?;
+    Ok(())
 }

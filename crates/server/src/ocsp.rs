@@ -13,12 +13,12 @@ use certkeeper_pki::{
     ocsp_refusal, parse_certificate, pem_to_der_certificates, random_serial, read_ocsp_request,
     to_pem,
 };
-use certkeeper_store::{AuditEvent, CertificateSource, Change, Outcome, Store};
+use certkeeper_store::{CertificateSource, Store};
 use time::{Duration, OffsetDateTime};
 
+use crate::ServerError;
 use crate::ca::LoadedCa;
 use crate::files::{PRIVATE, PUBLIC, write_atomic};
-use crate::{ServerError, Tenant};
 
 /// Lifetime of the responder certificate; it is replaced when a third is left.
 const RESPONDER_DAYS: i64 = 30;
@@ -317,34 +317,13 @@ async fn ensure_responder(
         now + Duration::days(RESPONDER_DAYS),
         "certkeeper OCSP Responder",
     )?;
-    let summary = parse_certificate(&der)?;
-    let serial = summary.serial.clone();
-    let record = crate::inventory::record(
-        summary,
-        der.clone(),
-        crate::inventory::Provenance {
-            profile: Some("ocsp-responder".into()),
-            tenant: Tenant::SYSTEM.into(),
-            requester: "certkeeper".into(),
-            source: CertificateSource::Issued,
-            labels: Default::default(),
-            crl_shard: 0,
-        },
-    );
-    let audit = AuditEvent {
-        actor: "certkeeper".into(),
-        action: "certificate.issue".into(),
-        object: serial,
-        outcome: Outcome::Success,
-        detail: serde_json::json!({"purpose": "OCSP responder"}),
-    };
-    store
-        .apply(Change {
-            certificates: vec![record],
-            audit: vec![audit],
-            ..Change::default()
-        })
-        .await?;
+    crate::inventory::record_own_certificate(
+        store,
+        &der,
+        "ocsp-responder",
+        serde_json::json!({"purpose": "OCSP responder"}),
+    )
+    .await?;
     write_atomic(&key_path, key.pkcs8_pem().as_bytes(), PRIVATE)?;
     write_atomic(&cert_path, to_pem("CERTIFICATE", &der).as_bytes(), PUBLIC)?;
     let signer: Arc<dyn Signer> = Arc::new(key);

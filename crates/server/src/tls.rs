@@ -9,12 +9,12 @@ use certkeeper_pki::{
     Signer, SoftwareKey, build_leaf, parse_certificate, pem_to_der_certificates, random_serial,
     to_pem,
 };
-use certkeeper_store::{AuditEvent, CertificateSource, Change, Outcome, Store};
+use certkeeper_store::Store;
 use time::{Duration, OffsetDateTime};
 
+use crate::ServerError;
 use crate::ca::LoadedCa;
 use crate::files::{PRIVATE, PUBLIC, write_atomic};
-use crate::{ServerError, Tenant};
 
 const LIFETIME_DAYS: i64 = 30;
 
@@ -106,33 +106,14 @@ pub async fn ensure(
     let summary = parse_certificate(&der)?;
     let chain_pem = format!("{}{}", to_pem("CERTIFICATE", &der), ca.chain_pem);
     let key_pem = key.pkcs8_pem();
-    let serial = summary.serial.clone();
-    let record = crate::inventory::record(
-        summary,
-        der,
-        crate::inventory::Provenance {
-            profile: Some(profile.name.clone()),
-            tenant: Tenant::SYSTEM.into(),
-            requester: "certkeeper".into(),
-            source: CertificateSource::Issued,
-            labels: Default::default(),
-            crl_shard: 0,
-        },
-    );
-    let audit = AuditEvent {
-        actor: "certkeeper".into(),
-        action: "certificate.issue".into(),
-        object: serial,
-        outcome: Outcome::Success,
-        detail: serde_json::json!({"purpose": "server TLS", "sans": record.sans}),
-    };
-    store
-        .apply(Change {
-            certificates: vec![record],
-            audit: vec![audit],
-            ..Change::default()
-        })
-        .await?;
+    let sans: Vec<String> = summary.sans.iter().map(ToString::to_string).collect();
+    crate::inventory::record_own_certificate(
+        store,
+        &der,
+        &profile.name,
+        serde_json::json!({"purpose": "server TLS", "sans": sans}),
+    )
+    .await?;
     write_atomic(&key_path, key_pem.as_bytes(), PRIVATE)?;
     write_atomic(&cert_path, chain_pem.as_bytes(), PUBLIC)?;
     Ok(ServerTls { chain_pem, key_pem })
