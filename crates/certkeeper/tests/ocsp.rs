@@ -336,6 +336,14 @@ async fn bad_requests_get_malformed_or_unauthorized_never_a_500() {
     assert!(out.contains("web.pem: good"), "{out}");
 }
 
+/// SIGTERM lets the master stop its workers (SIGKILL would orphan them).
+fn stop_nginx(nginx: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .arg(nginx.id().to_string())
+        .status();
+    let _ = nginx.wait();
+}
+
 fn nginx_binary() -> String {
     ["/usr/sbin/nginx", "/usr/bin/nginx"]
         .into_iter()
@@ -419,14 +427,13 @@ async fn nginx_staples_certkeepers_ocsp_response() {
             break output;
         }
         if started.elapsed() > Duration::from_secs(15) {
-            let _ = nginx.kill();
+            stop_nginx(&mut nginx);
             let log = std::fs::read_to_string(work.join("error.log")).unwrap_or_default();
             panic!("nginx never stapled a response:\n{output}\nnginx error log:\n{log}");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let _ = nginx.kill();
-    let _ = nginx.wait();
+    stop_nginx(&mut nginx);
     assert!(stapled.contains("Cert Status: good"), "{stapled}");
     assert!(stapled.contains("Verify return code: 0 (ok)"), "{stapled}");
 }
