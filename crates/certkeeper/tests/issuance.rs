@@ -110,10 +110,7 @@ async fn openssl_csr_is_issued_verified_and_used_for_a_tls_handshake() {
     assert!(!wrong.status.success());
 
     // s_server with the issued certificate, s_client trusting only the root.
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let mut s_server = Command::new("openssl")
         .args([
             "s_server",

@@ -11,14 +11,6 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Setup {
     server: TestServer,
     ocsp_url: String,

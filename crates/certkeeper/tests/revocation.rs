@@ -10,14 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts a server whose certificates point at its own plain-HTTP listener, with `shards` CRL partitions.
 fn start(dir: &Path, shards: u32) -> TestServer {
     let port = free_port();

@@ -97,54 +97,11 @@ pub(crate) async fn apply_group(
     now_ms: i64,
     chain: &mut (i64, String),
 ) -> Result<Vec<ChangeOutcome>, StoreError> {
-    let now_s = now_ms / 1000;
-    let mut cert_rows = Vec::new();
-    for change in changes {
-        for cert in &change.certificates {
-            cert_rows.push(vec![
-                Bind::Text(cert.serial.clone()),
-                Bind::Text(cert.issuer.clone()),
-                Bind::Text(cert.subject.clone()),
-                Bind::OptText(cert.common_name.clone()),
-                Bind::Text(json(&cert.sans)?),
-                Bind::Text(search_text(cert)),
-                Bind::Int(cert.not_before),
-                Bind::Int(cert.not_after),
-                Bind::Text(cert.key_algorithm.clone()),
-                Bind::Text(cert.spki_sha256.clone()),
-                Bind::Text(cert.fingerprint_sha256.clone()),
-                Bind::OptText(cert.profile.clone()),
-                Bind::Text(cert.tenant.clone()),
-                Bind::Text(cert.requester.clone()),
-                Bind::Text(cert.source.as_str().into()),
-                Bind::Text("active".into()),
-                Bind::Text(json(&cert.labels)?),
-                Bind::Bytes(cert.der.clone()),
-                Bind::Int(now_s),
-                Bind::Int(cert.crl_shard),
-            ]);
-        }
-    }
-    let returned = insert_rows(
-        tx,
-        backend,
-        "INSERT INTO certificates (serial, issuer, subject, common_name, sans, san_search, not_before, not_after, \
-         key_algorithm, spki_sha256, fingerprint_sha256, profile, tenant, requester, source, status, labels, der, created_at, crl_shard)",
-        20,
-        cert_rows,
-        " RETURNING id, tenant, fingerprint_sha256",
-    )
-    .await?;
-    let mut ids: HashMap<(String, String), i64> = HashMap::with_capacity(returned.len());
-    for row in &returned {
-        ids.insert(
-            (row.try_get("tenant")?, row.try_get("fingerprint_sha256")?),
-            row.try_get("id")?,
-        );
-    }
+    let certificates: Vec<&NewCertificate> =
+        changes.iter().flat_map(|c| c.certificates.iter()).collect();
+    let ids = insert_certificates(tx, backend, &certificates, false, now_ms / 1000).await?;
 
     let mut outcomes = Vec::with_capacity(changes.len());
-    let mut label_rows = Vec::new();
     let mut audit_rows_out = Vec::new();
     for change in changes {
         let mut outcome = ChangeOutcome::default();
@@ -154,13 +111,6 @@ pub(crate) async fn apply_group(
                 .ok_or_else(|| {
                     StoreError::Corrupt("an inserted certificate returned no id".into())
                 })?;
-            for (name, value) in &cert.labels {
-                label_rows.push(vec![
-                    Bind::Int(id),
-                    Bind::Text(name.clone()),
-                    Bind::Text(value.clone()),
-                ]);
-            }
             outcome.inserted_certificate_ids.push(id);
         }
         audit_rows(
@@ -173,6 +123,79 @@ pub(crate) async fn apply_group(
         );
         outcomes.push(outcome);
     }
+    insert_audit_rows(tx, backend, audit_rows_out).await?;
+    Ok(outcomes)
+}
+
+/// Inserts certificates and their labels with multi-row statements. With `skip_duplicates`,
+/// certificates already in their tenant's inventory are left out (not an error). Returns the
+/// id of each inserted certificate by (tenant, fingerprint).
+pub(crate) async fn insert_certificates(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    certificates: &[&NewCertificate],
+    skip_duplicates: bool,
+    now_s: i64,
+) -> Result<HashMap<(String, String), i64>, StoreError> {
+    let mut rows = Vec::with_capacity(certificates.len());
+    for cert in certificates {
+        rows.push(vec![
+            Bind::Text(cert.serial.clone()),
+            Bind::Text(cert.issuer.clone()),
+            Bind::Text(cert.subject.clone()),
+            Bind::OptText(cert.common_name.clone()),
+            Bind::Text(json(&cert.sans)?),
+            Bind::Text(search_text(cert)),
+            Bind::Int(cert.not_before),
+            Bind::Int(cert.not_after),
+            Bind::Text(cert.key_algorithm.clone()),
+            Bind::Text(cert.spki_sha256.clone()),
+            Bind::Text(cert.fingerprint_sha256.clone()),
+            Bind::OptText(cert.profile.clone()),
+            Bind::Text(cert.tenant.clone()),
+            Bind::Text(cert.requester.clone()),
+            Bind::Text(cert.source.as_str().into()),
+            Bind::Text("active".into()),
+            Bind::Text(json(&cert.labels)?),
+            Bind::Bytes(cert.der.clone()),
+            Bind::Int(now_s),
+            Bind::Int(cert.crl_shard),
+        ]);
+    }
+    let suffix = if skip_duplicates {
+        " ON CONFLICT (tenant, fingerprint_sha256) DO NOTHING RETURNING id, tenant, fingerprint_sha256"
+    } else {
+        " RETURNING id, tenant, fingerprint_sha256"
+    };
+    let returned = insert_rows(
+        tx,
+        backend,
+        "INSERT INTO certificates (serial, issuer, subject, common_name, sans, san_search, not_before, not_after, \
+         key_algorithm, spki_sha256, fingerprint_sha256, profile, tenant, requester, source, status, labels, der, created_at, crl_shard)",
+        20,
+        rows,
+        suffix,
+    )
+    .await?;
+    let mut ids: HashMap<(String, String), i64> = HashMap::with_capacity(returned.len());
+    for row in &returned {
+        ids.insert(
+            (row.try_get("tenant")?, row.try_get("fingerprint_sha256")?),
+            row.try_get("id")?,
+        );
+    }
+    let mut label_rows = Vec::new();
+    for cert in certificates {
+        if let Some(id) = ids.get(&(cert.tenant.clone(), cert.fingerprint_sha256.clone())) {
+            for (name, value) in &cert.labels {
+                label_rows.push(vec![
+                    Bind::Int(*id),
+                    Bind::Text(name.clone()),
+                    Bind::Text(value.clone()),
+                ]);
+            }
+        }
+    }
     insert_rows(
         tx,
         backend,
@@ -182,8 +205,7 @@ pub(crate) async fn apply_group(
         "",
     )
     .await?;
-    insert_audit_rows(tx, backend, audit_rows_out).await?;
-    Ok(outcomes)
+    Ok(ids)
 }
 
 /// Builds the audit rows for `events`, chained on from `chain` (seq, hash of the last entry),

@@ -131,7 +131,7 @@ async fn commit(
         sqlx::query("SAVEPOINT change").execute(&mut *tx).await?;
         let mut outcome = ChangeOutcome::default();
         let mut chain = (seq, prev_hash.clone());
-        let applied = match apply_change(&mut tx, change, now_s, &mut outcome).await {
+        let applied = match apply_change(&mut tx, backend, change, now_s, &mut outcome).await {
             Ok(()) => {
                 append_audit(
                     &mut tx,
@@ -191,65 +191,30 @@ async fn append_audit(
 
 async fn apply_change(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     change: &Change,
     now_s: i64,
     outcome: &mut ChangeOutcome,
 ) -> Result<(), StoreError> {
+    let certificates: Vec<&crate::NewCertificate> = change.certificates.iter().collect();
+    let ids = batch::insert_certificates(
+        tx,
+        backend,
+        &certificates,
+        change.skip_duplicate_certificates,
+        now_s,
+    )
+    .await?;
+    let mut seen = std::collections::HashSet::new();
     for cert in &change.certificates {
-        let sans =
-            serde_json::to_string(&cert.sans).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let labels =
-            serde_json::to_string(&cert.labels).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let conflict = if change.skip_duplicate_certificates {
-            " ON CONFLICT (tenant, fingerprint_sha256) DO NOTHING"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "INSERT INTO certificates (serial, issuer, subject, common_name, sans, san_search, not_before, not_after, \
-             key_algorithm, spki_sha256, fingerprint_sha256, profile, tenant, requester, source, status, labels, der, created_at, crl_shard) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'active', $16, $17, $18, $19){conflict} RETURNING id"
-        );
-        let row = sqlx::query(&sql)
-            .bind(&cert.serial)
-            .bind(&cert.issuer)
-            .bind(&cert.subject)
-            .bind(&cert.common_name)
-            .bind(&sans)
-            .bind(batch::search_text(cert))
-            .bind(cert.not_before)
-            .bind(cert.not_after)
-            .bind(&cert.key_algorithm)
-            .bind(&cert.spki_sha256)
-            .bind(&cert.fingerprint_sha256)
-            .bind(&cert.profile)
-            .bind(&cert.tenant)
-            .bind(&cert.requester)
-            .bind(cert.source.as_str())
-            .bind(&labels)
-            .bind(&cert.der)
-            .bind(now_s)
-            .bind(cert.crl_shard)
-            .fetch_optional(&mut **tx)
-            .await?;
-        let Some(row) = row else {
-            outcome
+        let key = (cert.tenant.clone(), cert.fingerprint_sha256.clone());
+        match ids.get(&key) {
+            // The first copy in this change was inserted; a repeat is a duplicate too.
+            Some(id) if seen.insert(key.clone()) => outcome.inserted_certificate_ids.push(*id),
+            _ => outcome
                 .duplicate_fingerprints
-                .push(cert.fingerprint_sha256.clone());
-            continue;
-        };
-        let id: i64 = row.try_get("id")?;
-        for (name, value) in &cert.labels {
-            sqlx::query(
-                "INSERT INTO certificate_labels (certificate_id, name, value) VALUES ($1, $2, $3)",
-            )
-            .bind(id)
-            .bind(name)
-            .bind(value)
-            .execute(&mut **tx)
-            .await?;
+                .push(cert.fingerprint_sha256.clone()),
         }
-        outcome.inserted_certificate_ids.push(id);
     }
     for token in &change.tokens {
         sqlx::query(
