@@ -99,6 +99,16 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The ACME server: external account binding keys.
+    #[command(subcommand)]
+    Acme(AcmeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AcmeCommand {
+    /// External account binding keys (for tenants whose directory requires EAB).
+    #[command(subcommand)]
+    Eab(remote::EabCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,5 +161,6 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Token(command) => remote::token(command).await,
         Command::Audit(AuditCommand::Verify(args)) => local::audit_verify(args).await,
         Command::Audit(AuditCommand::List(args)) => remote::audit_list(args).await,
+        Command::Acme(AcmeCommand::Eab(command)) => remote::eab(command).await,
     }
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use base64::Engine;
 use certkeeper_pki::KeyAlgorithm;
 use certkeeper_server::api::{
-    AuditEntryView, CertificatePage, CertificateView, ImportResponse, TokenView,
+    AuditEntryView, CertificatePage, CertificateView, EabKeyView, ImportResponse, TokenView,
 };
 use certkeeper_server::auth::Role;
 use certkeeper_server::files::{PRIVATE, PUBLIC, write_atomic};
@@ -551,6 +551,85 @@ pub async fn token(command: TokenCommand) -> Result<ExitCode, CliError> {
             match server.output {
                 OutputFormat::Json => print_json(&serde_json::json!({"revoked": id}))?,
                 OutputFormat::Table => println!("token {id} revoked"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `certkeeper acme eab ...`.
+#[derive(Debug, Subcommand)]
+pub enum EabCommand {
+    /// Create a key; the HMAC key is printed once. Give both to the ACME client
+    /// (certbot `--eab-kid`/`--eab-hmac-key`, lego `--eab --kid --hmac`).
+    Create {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Tenant whose directory (/acme/TENANT/directory) accepts the key.
+        #[arg(long)]
+        tenant: String,
+        /// How long the key can bind an account, such as 7d (default: no expiry).
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// List keys (without their secrets).
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+fn eab_rows(keys: &[EabKeyView]) -> Vec<Vec<String>> {
+    keys.iter()
+        .map(|k| {
+            vec![
+                k.kid.clone(),
+                k.tenant.clone(),
+                k.directory_path.clone(),
+                k.created_at.clone(),
+                k.expires_at.clone().unwrap_or_default(),
+                k.account.clone().unwrap_or_default(),
+            ]
+        })
+        .collect()
+}
+
+/// Runs an `acme eab` subcommand.
+pub async fn eab(command: EabCommand) -> Result<ExitCode, CliError> {
+    let headers = [
+        "kid",
+        "tenant",
+        "directory",
+        "created",
+        "expires",
+        "account",
+    ];
+    match command {
+        EabCommand::Create {
+            server,
+            tenant,
+            expires_in,
+        } => {
+            let client = Client::new(&server)?;
+            let body = serde_json::json!({"tenant": tenant, "expires_in": expires_in});
+            let view: EabKeyView = client.post("/api/v1/acme/eab-keys", &body).await?;
+            match server.output {
+                OutputFormat::Json => print_json(&view)?,
+                OutputFormat::Table => {
+                    print_table(&headers, eab_rows(std::slice::from_ref(&view)));
+                    println!(
+                        "hmac key (shown once): {}",
+                        view.hmac_key.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        EabCommand::List { server } => {
+            let client = Client::new(&server)?;
+            let keys: Vec<EabKeyView> = client.get("/api/v1/acme/eab-keys").await?;
+            match server.output {
+                OutputFormat::Json => print_json(&keys)?,
+                OutputFormat::Table => print_table(&headers, eab_rows(&keys)),
             }
         }
     }

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use base64::Engine;
 use certkeeper_store::{
     AuditEvent, CertificateQuery, CertificateRecord, CertificateSort, Change, Outcome,
 };
@@ -74,6 +75,7 @@ pub fn router(state: SharedState) -> Router {
         .routes(routes!(list_profiles))
         .routes(routes!(get_policy))
         .routes(routes!(get_ca))
+        .routes(routes!(create_eab_key, list_eab_keys))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .merge(import)
         .split_for_parts();
@@ -91,6 +93,7 @@ pub fn router(state: SharedState) -> Router {
         }),
     )
     .merge(public_routes())
+    .merge(crate::acme::router().layer(DefaultBodyLimit::max(state.max_body_bytes)))
     .fallback(not_found)
     .with_state(state)
 }
@@ -907,6 +910,164 @@ async fn create_token(
         revoked_at: None,
         token: Some(minted.secret),
     }))
+}
+
+/// Request to create an ACME external account binding key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEabKeyRequest {
+    /// The tenant whose ACME directory accepts the key.
+    pub tenant: String,
+    /// How long the key can bind an account, such as "7d" (default: no expiry).
+    #[serde(default)]
+    pub expires_in: Option<String>,
+}
+
+/// An ACME external account binding key.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct EabKeyView {
+    /// Key id (`--eab-kid`).
+    pub kid: String,
+    /// Tenant.
+    pub tenant: String,
+    /// The tenant's ACME directory URL path.
+    pub directory_path: String,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+    /// Expiry, RFC 3339.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// The account it bound, once used.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// HMAC key, base64url (`--eab-hmac-key`); only in the creation response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_key: Option<String>,
+}
+
+impl std::fmt::Debug for EabKeyView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EabKeyView")
+            .field("kid", &self.kid)
+            .field("tenant", &self.tenant)
+            .field("hmac_key", &self.hmac_key.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Create an ACME external account binding key for a tenant (admin).
+#[utoipa::path(
+    post,
+    path = "/api/v1/acme/eab-keys",
+    request_body = CreateEabKeyRequest,
+    responses((status = 201, body = EabKeyView), (status = 403, body = Problem, content_type = "application/problem+json")),
+    tag = "acme"
+)]
+async fn create_eab_key(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let principal = authorize(
+        &state,
+        &headers,
+        Permission::ManageTokens,
+        "acme.eab.create",
+    )
+    .await?;
+    let request: CreateEabKeyRequest =
+        json_body(&state, &principal.token_id, "acme.eab.create", body).await?;
+    let checked = (|| {
+        Tenant::validate(&request.tenant)?;
+        principal.require_tenant(&request.tenant)?;
+        request
+            .expires_in
+            .as_deref()
+            .map(|text| {
+                parse_duration(text)
+                    .map(|s| now().saturating_add(i64::try_from(s).unwrap_or(i64::MAX)))
+                    .map_err(Problem::malformed)
+            })
+            .transpose()
+    })();
+    let expires_at = match checked {
+        Ok(expires_at) => expires_at,
+        Err(problem) => {
+            return Err(state
+                .audit_denial(
+                    &principal.token_id,
+                    "acme.eab.create",
+                    &request.tenant,
+                    problem,
+                )
+                .await);
+        }
+    };
+    let mut secret = [0u8; 32];
+    let mut id = [0u8; 12];
+    {
+        use aws_lc_rs::rand::SecureRandom;
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        rng.fill(&mut secret)
+            .and_then(|()| rng.fill(&mut id))
+            .map_err(|_| Problem::internal("the system random generator failed"))?;
+    }
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let kid = format!("eab_{}", b64(&id));
+    let key = certkeeper_store::NewEabKey {
+        kid: kid.clone(),
+        tenant: request.tenant.clone(),
+        hmac_key: b64(&secret),
+        created_by: principal.token_id.clone(),
+        expires_at,
+    };
+    let audit = AuditEvent {
+        actor: principal.token_id.clone(),
+        action: "acme.eab.create".into(),
+        object: kid.clone(),
+        outcome: Outcome::Success,
+        detail: serde_json::json!({"tenant": request.tenant, "expires_at": expires_at}),
+    };
+    state
+        .store
+        .apply(Change {
+            eab_keys: vec![key.clone()],
+            audit: vec![audit],
+            ..Change::default()
+        })
+        .await?;
+    Ok(created(EabKeyView {
+        kid,
+        directory_path: format!("/acme/{}/directory", request.tenant),
+        tenant: request.tenant,
+        created_at: rfc3339(now()),
+        expires_at: expires_at.map(rfc3339),
+        account: None,
+        hmac_key: Some(key.hmac_key),
+    }))
+}
+
+/// List ACME external account binding keys (admin; secrets are never listed).
+#[utoipa::path(get, path = "/api/v1/acme/eab-keys", responses((status = 200, body = Vec<EabKeyView>)), tag = "acme")]
+async fn list_eab_keys(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<EabKeyView>>, Problem> {
+    let principal = authorize(&state, &headers, Permission::ManageTokens, "acme.eab.list").await?;
+    let keys = state.store.eab_keys(principal.tenant.as_deref()).await?;
+    Ok(Json(
+        keys.into_iter()
+            .map(|k| EabKeyView {
+                directory_path: format!("/acme/{}/directory", k.key.tenant),
+                kid: k.key.kid,
+                tenant: k.key.tenant,
+                created_at: rfc3339(k.created_at),
+                expires_at: k.key.expires_at.map(rfc3339),
+                account: k.account_id,
+                hmac_key: None,
+            })
+            .collect(),
+    ))
 }
 
 /// List API tokens (admin).

@@ -37,6 +37,135 @@ pub struct Config {
     /// Policy rules; without any, every request within the profiles is allowed.
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleConfig>,
+    /// The ACME server.
+    #[serde(default)]
+    pub acme: AcmeSection,
+}
+
+/// `[acme]`: the ACME server (RFC 8555) on the HTTPS listener, one directory per tenant at
+/// `/acme/<tenant>/directory`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeSection {
+    /// Serve ACME at all (default true).
+    pub enabled: bool,
+    /// URL of the HTTPS listener as clients reach it (default: from each request's Host).
+    pub base_url: Option<String>,
+    /// `meta.termsOfService` in the directory.
+    pub terms_of_service: Option<String>,
+    /// `meta.website` in the directory.
+    pub website: Option<String>,
+    /// CAA issuer domains that authorise this CA (RFC 8659); `meta.caaIdentities`.
+    pub caa_identities: Vec<String>,
+    /// Check CAA records before an authorization becomes valid (default true).
+    pub check_caa: bool,
+    /// Profiles offered in the directory (default: every profile).
+    pub profiles: Vec<String>,
+    /// Profile of orders that name none (default tls-server).
+    pub default_profile: String,
+    /// How long an order stays open, such as "24h".
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub order_lifetime: u64,
+    /// How long a valid authorization is reused for new orders of the same account.
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub authz_reuse: u64,
+    /// DNS server used for validation look-ups (A, AAAA, TXT, CAA), such as "127.0.0.1:53";
+    /// default: the system's resolvers.
+    pub dns_resolver: Option<SocketAddr>,
+    /// Port http-01 validation connects to (RFC 8555: 80).
+    pub http01_port: u16,
+    /// Port tls-alpn-01 validation connects to (RFC 8737: 443).
+    pub tlsalpn01_port: u16,
+    /// Timeout of one validation attempt, such as "10s".
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub validation_timeout: u64,
+    /// Attempts per validation (connection and DNS errors are retried).
+    pub validation_attempts: u32,
+    /// Validations running at once.
+    pub max_concurrent_validations: usize,
+    /// Rate limits.
+    pub rate_limits: AcmeRateLimits,
+    /// Tenants with their own directory (the `default` tenant always has one).
+    #[serde(rename = "tenant")]
+    pub tenants: Vec<AcmeTenant>,
+}
+
+impl Default for AcmeSection {
+    fn default() -> Self {
+        AcmeSection {
+            enabled: true,
+            base_url: None,
+            terms_of_service: None,
+            website: None,
+            caa_identities: Vec::new(),
+            check_caa: true,
+            profiles: Vec::new(),
+            default_profile: "tls-server".into(),
+            order_lifetime: DAY,
+            authz_reuse: DAY,
+            dns_resolver: None,
+            http01_port: 80,
+            tlsalpn01_port: 443,
+            validation_timeout: 10,
+            validation_attempts: 2,
+            max_concurrent_validations: 64,
+            rate_limits: AcmeRateLimits::default(),
+            tenants: Vec::new(),
+        }
+    }
+}
+
+/// `[acme.rate_limits]`: counted per window; exceeding one answers `rateLimited` with
+/// Retry-After.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeRateLimits {
+    /// Length of a window, such as "1h".
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub window: u64,
+    /// New orders per account and window.
+    pub orders_per_account: u64,
+    /// New orders per tenant and window.
+    pub orders_per_tenant: u64,
+    /// New orders naming one identifier per window.
+    pub orders_per_name: u64,
+    /// Failed validations per identifier and window; beyond it new orders for it are refused.
+    pub failed_validations_per_name: u64,
+}
+
+impl Default for AcmeRateLimits {
+    fn default() -> Self {
+        AcmeRateLimits {
+            window: 3_600,
+            orders_per_account: 100_000,
+            orders_per_tenant: 1_000_000,
+            orders_per_name: 1_000,
+            failed_validations_per_name: 50,
+        }
+    }
+}
+
+/// `[[acme.tenant]]`: a tenant's ACME directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeTenant {
+    /// Tenant name (its directory is `/acme/<name>/directory`).
+    pub name: String,
+    /// Accounts must be bound to an external account binding key of this tenant.
+    #[serde(default)]
+    pub require_eab: bool,
 }
 
 /// `[server]`.
@@ -369,6 +498,54 @@ impl Config {
             return Err(located(
                 "public_base_url",
                 message.trim_start_matches("configuration: ").to_string(),
+            ));
+        }
+        let acme = &self.acme;
+        for name in acme
+            .profiles
+            .iter()
+            .chain(std::iter::once(&acme.default_profile))
+        {
+            if !profiles.iter().any(|p| &p.name == name) {
+                return Err(located(
+                    "profile",
+                    format!("acme: profile {name:?} is not defined (define it with [[profile]])"),
+                ));
+            }
+        }
+        if !acme.profiles.is_empty() && !acme.profiles.contains(&acme.default_profile) {
+            return Err(located(
+                "default_profile",
+                format!(
+                    "acme.default_profile {:?} must be one of acme.profiles",
+                    acme.default_profile
+                ),
+            ));
+        }
+        for tenant in &acme.tenants {
+            crate::Tenant::validate(&tenant.name).map_err(|p| {
+                located(
+                    &format!("name = \"{}\"", tenant.name),
+                    format!("acme.tenant: {}", p.detail),
+                )
+            })?;
+        }
+        if let Some(url) = &acme.base_url
+            && (!url.starts_with("https://") || !url.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(located(
+                "base_url",
+                format!("acme.base_url {url:?} must be an https:// URL without spaces"),
+            ));
+        }
+        if acme.validation_timeout == 0
+            || acme.validation_attempts == 0
+            || acme.max_concurrent_validations == 0
+            || acme.rate_limits.window == 0
+        {
+            return Err(located(
+                "[acme",
+                "acme: validation_timeout, validation_attempts, max_concurrent_validations and rate_limits.window must be above zero".into(),
             ));
         }
         let crl = &self.crl;

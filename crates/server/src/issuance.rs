@@ -180,7 +180,7 @@ pub async fn issue(
     }
 }
 
-async fn prepare_and_sign(
+pub(crate) async fn prepare_and_sign(
     state: &AppState,
     principal: &Principal,
     tenant: &str,
@@ -472,6 +472,51 @@ fn normalize_sans(sans: Vec<SanEntry>) -> Result<Vec<SanEntry>, Problem> {
         ));
     }
     Ok(out)
+}
+
+/// Checks only the names of a request against the policy (for ACME newOrder, before any key
+/// is known): denials about keys or lifetimes are left to issuance.
+pub(crate) fn check_names(
+    state: &AppState,
+    tenant: &str,
+    profile: &Profile,
+    sans: &[SanEntry],
+) -> Result<(), Problem> {
+    let names: Vec<RequestedName> = sans
+        .iter()
+        .map(|san| match san {
+            SanEntry::Dns(v) => RequestedName::Dns(v.clone()),
+            SanEntry::Ip(v) => RequestedName::Ip(*v),
+            SanEntry::Uri(v) => RequestedName::Uri(v.clone()),
+            SanEntry::Email(v) => RequestedName::Email(v.clone()),
+        })
+        .collect();
+    let decision = state.policy.evaluate(&PolicyRequest {
+        tenant,
+        profile: &profile.name,
+        names: &names,
+        lifetime_seconds: profile.default_validity_seconds,
+        key: KeySpec {
+            kind: certkeeper_policy::KeyKind::EcdsaP256,
+            bits: 256,
+        },
+    });
+    let denials: Vec<String> = decision
+        .denials()
+        .iter()
+        .filter(|d| {
+            !matches!(
+                d.kind,
+                certkeeper_policy::SubjectKind::Key | certkeeper_policy::SubjectKind::Lifetime
+            )
+        })
+        .map(ToString::to_string)
+        .collect();
+    if denials.is_empty() {
+        Ok(())
+    } else {
+        Err(Problem::policy_denied(denials))
+    }
 }
 
 fn check_policy(

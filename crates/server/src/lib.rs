@@ -2,6 +2,7 @@
 //! endpoints relying parties use. The binary crate wires it to the command line.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod api;
 pub mod audit_key;
 pub mod auth;
@@ -82,6 +83,8 @@ pub struct AppState {
     pub crls: crate::crl::CrlPublisher,
     /// The OCSP responder.
     pub ocsp: crate::ocsp::OcspService,
+    /// The ACME server, unless disabled.
+    pub acme: Option<Arc<crate::acme::AcmeService>>,
 }
 
 impl AppState {

@@ -98,6 +98,13 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
 
     let root_fingerprint = loaded.root_fingerprint.clone();
     let ocsp = crate::ocsp::OcspService::start(&data_dir, &loaded, &store).await?;
+    let acme = if config.acme.enabled {
+        Some(Arc::new(
+            crate::acme::AcmeService::start(config.acme.clone(), &store).await?,
+        ))
+    } else {
+        None
+    };
     let state = Arc::new(AppState {
         store: store.clone(),
         urls: issuer_urls(&base_url, "intermediate"),
@@ -114,6 +121,7 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
         base_url: base_url.clone(),
         crls: crate::crl::CrlPublisher::new(config.crl.clone()),
         ocsp,
+        acme: acme.clone(),
     });
     state.crls.rebuild(&state).await?;
     let crl_task = crate::crl::spawn(state.clone());
@@ -132,6 +140,18 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
             }
         }
     });
+
+    let mut background = vec![crl_task, ocsp_task];
+    if let Some(service) = acme {
+        crate::acme::resume_validations(state.clone(), service.clone()).await;
+        let housekeeping_state = state.clone();
+        background.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                service.housekeeping(&housekeeping_state.store).await;
+            }
+        }));
+    }
 
     let https_listener = std::net::TcpListener::bind(config.server.listen).map_err(|e| {
         ServerError::Listen(format!("cannot listen on {}: {e}", config.server.listen))
@@ -191,7 +211,7 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
         handle,
         http_shutdown,
         tasks: vec![https_task, http_task],
-        background: vec![crl_task, ocsp_task],
+        background,
         store,
     })
 }

@@ -113,6 +113,13 @@ pub(crate) async fn apply_group(
                 })?;
             outcome.inserted_certificate_ids.push(id);
         }
+        crate::acme::apply(
+            tx,
+            change,
+            outcome.inserted_certificate_ids.first().copied(),
+            now_ms / 1000,
+        )
+        .await?;
         audit_rows(
             key,
             &change.audit,
@@ -273,4 +280,7 @@ pub(crate) fn is_simple(change: &Change) -> bool {
         && change.tokens.is_empty()
         && change.revoke_token.is_none()
         && change.settings.is_empty()
+        && change.eab_keys.is_empty()
+        && change.bind_eab.is_none()
+        && change.supersede.is_empty()
 }

@@ -10,7 +10,7 @@ use crate::{
 
 const COLUMNS: &str = "id, serial, issuer, subject, common_name, sans, not_before, not_after, key_algorithm, \
     spki_sha256, fingerprint_sha256, profile, tenant, requester, source, status, labels, der, created_at, \
-    crl_shard, revoked_at, revocation_reason, invalidity_date";
+    crl_shard, revoked_at, revocation_reason, invalidity_date, superseded_by";
 
 enum Bind {
     Int(i64),
@@ -63,6 +63,7 @@ fn decode(row: &AnyRow, now: i64) -> Result<CertificateRecord, StoreError> {
             None => None,
         },
         created_at: row.try_get("created_at")?,
+        superseded_by: row.try_get("superseded_by")?,
     })
 }
 

@@ -8,6 +8,7 @@
 //! keeps the audit hash chain in order.
 #![forbid(unsafe_code)]
 
+mod acme;
 mod audit;
 mod batch;
 mod error;

@@ -151,6 +151,9 @@ pub struct CertificateRecord {
     pub revocation: Option<RevocationState>,
     /// When it entered the inventory, Unix seconds.
     pub created_at: i64,
+    /// Inventory id of the certificate that replaced this one (ACME ARI `replaces`).
+    #[serde(default)]
+    pub superseded_by: Option<i64>,
 }
 
 /// Result of an action, as audited.
@@ -260,8 +263,104 @@ pub struct Change {
     pub settings: Vec<(String, String)>,
     /// Certificates to revoke (idempotent; see [`Revocation`]).
     pub revocations: Vec<Revocation>,
+    /// ACME objects to insert (version 1) or update (version n replaces n - 1).
+    pub acme_objects: Vec<AcmeObject>,
+    /// ACME nonces consumed by this change: (nonce id, expiry). A nonce used before fails
+    /// the change with [`crate::StoreError::Conflict`].
+    pub acme_nonces: Vec<(i64, i64)>,
+    /// External account binding keys to create.
+    pub eab_keys: Vec<NewEabKey>,
+    /// Binds an external account binding key (kid) to an account; fails if already bound.
+    pub bind_eab: Option<(String, String)>,
+    /// Certificates (inventory ids) superseded by the first certificate this change inserts.
+    pub supersede: Vec<i64>,
     /// Audit entries describing the change (or a denial, alone).
     pub audit: Vec<AuditEvent>,
+}
+
+/// Kinds of ACME objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcmeKind {
+    /// An account.
+    Account,
+    /// An order.
+    Order,
+    /// An authorization with its challenges.
+    Authz,
+}
+
+impl AcmeKind {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcmeKind::Account => "account",
+            AcmeKind::Order => "order",
+            AcmeKind::Authz => "authz",
+        }
+    }
+}
+
+/// An ACME account, order or authorization as stored: a JSON body plus look-up columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeObject {
+    /// Unique id (also the last segment of its URL).
+    pub id: String,
+    /// What it is.
+    pub kind: AcmeKind,
+    /// The tenant whose directory it belongs to.
+    pub tenant: String,
+    /// The owning account (an account's own id for accounts).
+    pub account_id: String,
+    /// Look-up key: an account's JWK thumbprint, an authorization's identifier key, an
+    /// order's replaced ARI certificate id (or empty).
+    pub lookup: String,
+    /// ACME status.
+    pub status: String,
+    /// Expiry, Unix seconds (0: none).
+    pub expires_at: i64,
+    /// 1 when created; each update increments it.
+    pub version: i64,
+    /// The object, JSON.
+    pub body: String,
+}
+
+/// An external account binding key to create.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewEabKey {
+    /// Key id given to the ACME client (`--eab-kid`).
+    pub kid: String,
+    /// Tenant whose directory accepts it.
+    pub tenant: String,
+    /// The HMAC key, base64url.
+    pub hmac_key: String,
+    /// Who created it.
+    pub created_by: String,
+    /// Unix seconds after which it cannot bind an account.
+    pub expires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for NewEabKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewEabKey")
+            .field("kid", &self.kid)
+            .field("tenant", &self.tenant)
+            .field("hmac_key", &"<redacted>")
+            .field("created_by", &self.created_by)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// An external account binding key as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EabKeyRecord {
+    /// What was created.
+    pub key: NewEabKey,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// The account it bound, once used.
+    pub account_id: Option<String>,
 }
 
 /// What a committed change did.

@@ -281,5 +281,12 @@ async fn apply_change(
         .execute(&mut **tx)
         .await?;
     }
+    crate::acme::apply(
+        tx,
+        change,
+        outcome.inserted_certificate_ids.first().copied(),
+        now_s,
+    )
+    .await?;
     Ok(())
 }
