@@ -487,6 +487,9 @@ pub struct CertificateView {
     /// Revocation reason, once revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_reason: Option<String>,
+    /// Serial of the certificate that replaced this one (ACME `replaces`), once replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
     /// The certificate, PEM (single-certificate look-ups only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_pem: Option<String>,
@@ -497,6 +500,7 @@ impl CertificateView {
         let c = record.certificate;
         CertificateView {
             id: record.id,
+            superseded_by: record.superseded_by_serial,
             certificate_pem: with_pem.then(|| certkeeper_pki::to_pem("CERTIFICATE", &c.der)),
             serial: c.serial,
             issuer: c.issuer,

@@ -10,7 +10,8 @@ use crate::{
 
 const COLUMNS: &str = "id, serial, issuer, subject, common_name, sans, not_before, not_after, key_algorithm, \
     spki_sha256, fingerprint_sha256, profile, tenant, requester, source, status, labels, der, created_at, \
-    crl_shard, revoked_at, revocation_reason, invalidity_date, superseded_by";
+    crl_shard, revoked_at, revocation_reason, invalidity_date, superseded_by, \
+    (SELECT r.serial FROM certificates r WHERE r.id = certificates.superseded_by) AS superseded_by_serial";
 
 enum Bind {
     Int(i64),
@@ -64,6 +65,7 @@ fn decode(row: &AnyRow, now: i64) -> Result<CertificateRecord, StoreError> {
         },
         created_at: row.try_get("created_at")?,
         superseded_by: row.try_get("superseded_by")?,
+        superseded_by_serial: row.try_get("superseded_by_serial")?,
     })
 }
 

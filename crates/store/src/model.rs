@@ -154,6 +154,9 @@ pub struct CertificateRecord {
     /// Inventory id of the certificate that replaced this one (ACME ARI `replaces`).
     #[serde(default)]
     pub superseded_by: Option<i64>,
+    /// Serial of that replacement.
+    #[serde(default)]
+    pub superseded_by_serial: Option<String>,
 }
 
 /// Result of an action, as audited.

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod acme;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_certkeeper");
 
 /// A loopback port nothing listens on right now.
@@ -36,7 +38,11 @@ impl TestServer {
         command
             .args(["serve", "--data-dir"])
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(if extra.contains(&"--listen") {
+                &[][..]
+            } else {
+                &["--listen", "127.0.0.1:0"][..]
+            })
             .args(if extra.contains(&"--http-listen") {
                 &[][..]
             } else {

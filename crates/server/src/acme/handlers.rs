@@ -34,6 +34,8 @@ use crate::{AppState, SharedState};
 
 /// Most identifiers in one order.
 const MAX_IDENTIFIERS: usize = 100;
+/// How long a challenge response waits for its validation before answering "processing".
+const VALIDATION_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// Most orders listed for an account.
 const MAX_LISTED_ORDERS: i64 = 1000;
 
@@ -1307,18 +1309,35 @@ async fn challenge(
         )
         .await?;
         let thumbprint = account.row.lookup.clone();
-        spawn_validation(
+        let done = spawn_validation(
             ctx.state.clone(),
             ctx.service.clone(),
             authz_id.clone(),
             index,
             thumbprint,
         );
-        Ok(json_reply(
+        // Most validations finish within moments: wait a little so the client sees the
+        // outcome in this response instead of polling for it.
+        let mut shown = updated.doc.challenges[index].clone();
+        if tokio::time::timeout(VALIDATION_WAIT, done).await.is_ok()
+            && let Some(row) = ctx
+                .app()
+                .store
+                .acme_object(AcmeKind::Authz, &authz_id)
+                .await?
+            && let Some(now_challenge) = Loaded::<AuthzDoc>::decode(row)?.doc.challenges.get(index)
+        {
+            shown = now_challenge.clone();
+        }
+        let mut reply = json_reply(
             StatusCode::OK,
-            challenge_json(&ctx.urls, &authz_id, index, &updated.doc.challenges[index]),
+            challenge_json(&ctx.urls, &authz_id, index, &shown),
         )
-        .link(&up, "up"))
+        .link(&up, "up");
+        if shown.status == Status::Processing {
+            reply = reply.with_header(header::RETRY_AFTER, "1");
+        }
+        Ok(reply)
     })
     .await
 }
@@ -1331,12 +1350,27 @@ pub(crate) fn spawn_validation(
     authz_id: String,
     index: usize,
     thumbprint: String,
-) {
+) -> tokio::sync::oneshot::Receiver<()> {
+    let (done, finished) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
+        record_validation(&state, &service, &authz_id, index, &thumbprint).await;
+        let _ = done.send(());
+    });
+    finished
+}
+
+async fn record_validation(
+    state: &SharedState,
+    service: &AcmeService,
+    authz_id: &str,
+    index: usize,
+    thumbprint: &str,
+) {
+    {
         let Ok(_permit) = service.validations.clone().acquire_owned().await else {
             return;
         };
-        let Ok(Some(row)) = state.store.acme_object(AcmeKind::Authz, &authz_id).await else {
+        let Ok(Some(row)) = state.store.acme_object(AcmeKind::Authz, authz_id).await else {
             return;
         };
         let Ok(authz) = Loaded::<AuthzDoc>::decode(row) else {
@@ -1345,7 +1379,7 @@ pub(crate) fn spawn_validation(
         let Some(challenge) = authz.doc.challenges.get(index).cloned() else {
             return;
         };
-        let key_authz = key_authorization(&challenge.token, &thumbprint);
+        let key_authz = key_authorization(&challenge.token, thumbprint);
         let identifier = authz.doc.identifier.clone();
         let attempts = service.config.validation_attempts.max(1);
         let mut result = Err(AcmeError::new(ErrorType::ServerInternal, "not attempted"));
@@ -1378,7 +1412,7 @@ pub(crate) fn spawn_validation(
         }
         // Record the outcome; retry if the authorization changed meanwhile.
         for _ in 0..5 {
-            let Ok(Some(row)) = state.store.acme_object(AcmeKind::Authz, &authz_id).await else {
+            let Ok(Some(row)) = state.store.acme_object(AcmeKind::Authz, authz_id).await else {
                 return;
             };
             let Ok(mut current) = Loaded::<AuthzDoc>::decode(row) else {
@@ -1426,10 +1460,10 @@ pub(crate) fn spawn_validation(
                 }
             }
         }
-    });
+    }
 }
 
-/// The CAA identities: configured, or the host of the ACME base URL.
+/// The CAA identities that authorise this CA.
 fn caa_identities(service: &AcmeService) -> Vec<String> {
     service.config.caa_identities.clone()
 }

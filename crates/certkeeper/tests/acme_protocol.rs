@@ -1,0 +1,473 @@
+//! The ACME server against a hand-built client: every refusal the issue names gets the right
+//! RFC 8555 error type and no certificate; state survives a restart; ARI with instant-acme.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use base64::Engine;
+use common::acme::{DnsServer, RawAcme, acme_config, b64, csr_der, serve_http01};
+use common::{TestServer, free_port};
+use serde_json::{Value, json};
+
+const POLICY: &str = r#"
+[[rule]]
+name = "example-only"
+tenants = ["default"]
+profiles = ["tls-server"]
+allow_dns = ["*.example.com", "example.com"]
+allow_ip = ["127.0.0.0/8"]
+"#;
+
+fn root_client(server: &TestServer) -> reqwest::Client {
+    server.client.clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_and_forbidden_requests_get_the_rfc_8555_error_and_no_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let http01_port = free_port();
+    let config = acme_config(dir.path(), &dns, http01_port, free_port(), POLICY);
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let directory = server.url("/acme/default/directory");
+    let mut acme = RawAcme::new(root_client(&server), &directory).await;
+    acme.register().await;
+    let before = server.inventory_count().await;
+
+    // A replayed nonce: badNonce, with a fresh nonce to retry with.
+    let url = acme.kid.clone().unwrap();
+    let header = acme.header(&url).await;
+    let body = acme.sign(&header, None);
+    assert_eq!(acme.send(&url, &body).await.status, 200);
+    let replay = acme.send(&url, &body).await;
+    assert_eq!(replay.status, 400);
+    assert_eq!(replay.error_type(), "badNonce", "{}", replay.text);
+    assert!(replay.headers.contains_key("replay-nonce"));
+    assert_eq!(replay.headers["content-type"], "application/problem+json");
+
+    // A bad signature: malformed.
+    let header = acme.header(&url).await;
+    let mut body = acme.sign(&header, None);
+    let mut signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(body["signature"].as_str().unwrap())
+        .unwrap();
+    signature[5] ^= 0xff;
+    body["signature"] = json!(b64(&signature));
+    let bad = acme.send(&url, &body).await;
+    assert_eq!(bad.error_type(), "malformed", "{}", bad.text);
+    assert!(bad.json["detail"].as_str().unwrap().contains("signature"));
+
+    // The `url` header names another resource: unauthorized.
+    let mut header = acme.header(&url).await;
+    header["url"] = json!(acme.url("newOrder"));
+    let body = acme.sign(&header, None);
+    let wrong = acme.send(&url, &body).await;
+    assert_eq!(wrong.status, 403);
+    assert_eq!(wrong.error_type(), "unauthorized", "{}", wrong.text);
+
+    // Both `kid` and `jwk`: malformed.
+    let mut header = acme.header(&url).await;
+    header["jwk"] = acme.jwk();
+    let body = acme.sign(&header, None);
+    let both = acme.send(&url, &body).await;
+    assert_eq!(both.error_type(), "malformed", "{}", both.text);
+
+    // An algorithm the server does not accept: badSignatureAlgorithm.
+    for alg in ["HS256", "none", "ES999"] {
+        let mut header = acme.header(&url).await;
+        header["alg"] = json!(alg);
+        let body = acme.sign(&header, None);
+        let refused = acme.send(&url, &body).await;
+        assert_eq!(
+            refused.error_type(),
+            "badSignatureAlgorithm",
+            "{alg}: {}",
+            refused.text
+        );
+    }
+
+    // Finalize before the order is ready: orderNotReady.
+    let order = acme.new_order(&[("dns", "www.example.com")]).await;
+    assert_eq!(order.status, 201, "{}", order.text);
+    let finalize = order.json["finalize"].as_str().unwrap().to_string();
+    let early = acme
+        .post(
+            &finalize,
+            Some(&json!({"csr": b64(&csr_der(&["www.example.com"]))})),
+        )
+        .await;
+    assert_eq!(early.status, 403);
+    assert_eq!(early.error_type(), "orderNotReady", "{}", early.text);
+
+    // A name outside the tenant's policy: rejectedIdentifier, naming the rule's verdict.
+    let outside = acme.new_order(&[("dns", "www.example.org")]).await;
+    assert_eq!(
+        outside.error_type(),
+        "rejectedIdentifier",
+        "{}",
+        outside.text
+    );
+    assert!(
+        outside.json["detail"]
+            .as_str()
+            .unwrap()
+            .contains("www.example.org")
+    );
+
+    // A wrong key authorization: the challenge and the order become invalid.
+    let wrong_order = acme.new_order(&[("dns", "wrong.example.com")]).await;
+    let authz_url = wrong_order.json["authorizations"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let authz = acme.post(&authz_url, None).await;
+    let challenge = authz.json["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "http-01")
+        .unwrap()
+        .clone();
+    let responder = serve_http01(http01_port, "not-the-key-authorization".into()).await;
+    let answer = acme
+        .post(challenge["url"].as_str().unwrap(), Some(&json!({})))
+        .await;
+    responder.abort();
+    assert_eq!(answer.json["status"], "invalid", "{}", answer.text);
+    assert_eq!(
+        answer.json["error"]["type"], "urn:ietf:params:acme:error:incorrectResponse",
+        "{}",
+        answer.text
+    );
+    let order_now = acme.post(&wrong_order.location(), None).await;
+    assert_eq!(order_now.json["status"], "invalid");
+    let finalize_wrong = acme
+        .post(
+            wrong_order.json["finalize"].as_str().unwrap(),
+            Some(&json!({"csr": b64(&csr_der(&["wrong.example.com"]))})),
+        )
+        .await;
+    assert_eq!(finalize_wrong.error_type(), "orderNotReady");
+
+    // CSR names that differ from the order's: badCSR.
+    let order = acme.new_order(&[("dns", "csr.example.com")]).await;
+    let authz = acme
+        .post(order.json["authorizations"][0].as_str().unwrap(), None)
+        .await;
+    let challenge = authz.json["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "dns-01")
+        .unwrap()
+        .clone();
+    let key_authorization = format!(
+        "{}.{}",
+        challenge["token"].as_str().unwrap(),
+        acme.thumbprint()
+    );
+    let digest =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key_authorization.as_bytes());
+    dns.set_txt("csr.example.com", &b64(digest.as_ref())).await;
+    let answer = acme
+        .post(challenge["url"].as_str().unwrap(), Some(&json!({})))
+        .await;
+    assert_eq!(answer.json["status"], "valid", "{}", answer.text);
+    let mismatch = acme
+        .post(
+            order.json["finalize"].as_str().unwrap(),
+            Some(&json!({"csr": b64(&csr_der(&["csr.example.com", "other.example.com"]))})),
+        )
+        .await;
+    assert_eq!(mismatch.error_type(), "badCSR", "{}", mismatch.text);
+    // The order is still ready: a correct CSR is accepted afterwards.
+    let good = acme
+        .post(
+            order.json["finalize"].as_str().unwrap(),
+            Some(&json!({"csr": b64(&csr_der(&["csr.example.com"]))})),
+        )
+        .await;
+    assert_eq!(good.json["status"], "valid", "{}", good.text);
+
+    // Only the last order produced a certificate.
+    assert_eq!(server.inventory_count().await, before + 1);
+    // Each refused finalize and the policy refusal were audited as denials.
+    let audit = server.audit().await;
+    let denied: Vec<&Value> = audit
+        .iter()
+        .filter(|e| {
+            e["outcome"] == "denied" && e["actor"].as_str().unwrap_or("").starts_with("acme:")
+        })
+        .collect();
+    assert!(denied.len() >= 2, "denials: {denied:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accounts_orders_and_nonces_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let http01_port = free_port();
+    let config = acme_config(dir.path(), &dns, http01_port, free_port(), "");
+    let data = dir.path().join("data");
+    // The same port after the restart: account and order URLs include it.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args = ["--config", config.to_str().unwrap(), "--listen", &listen];
+    let mut server = TestServer::start(&data, &args);
+    let directory = server.url("/acme/default/directory");
+    let mut acme = RawAcme::new(root_client(&server), &directory).await;
+    acme.register().await;
+    let order = acme.new_order(&[("dns", "restart.example.com")]).await;
+    assert_eq!(order.status, 201);
+    // A nonce handed out before the restart, and one used before it.
+    let unused = acme.fresh_nonce().await;
+    let url = acme.kid.clone().unwrap();
+    let used_header = acme.header(&url).await;
+    let used_body = acme.sign(&used_header, None);
+    assert_eq!(acme.send(&url, &used_body).await.status, 200);
+    // Give the background flush of read-only nonces its moment.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    server.stop();
+
+    let server = TestServer::start(&data, &args);
+    acme.http = root_client(&server);
+    let replay = acme.send(&url, &used_body).await;
+    assert_eq!(replay.error_type(), "badNonce", "{}", replay.text);
+    let header = json!({"alg": "ES256", "nonce": unused, "url": order.location(), "kid": url});
+    let body = acme.sign(&header, None);
+    let fetched = acme.send(&order.location(), &body).await;
+    assert_eq!(fetched.status, 200, "{}", fetched.text);
+    assert_eq!(
+        fetched.json["identifiers"][0]["value"],
+        "restart.example.com"
+    );
+    // And the order can be completed after the restart.
+    let authz = acme
+        .post(order.json["authorizations"][0].as_str().unwrap(), None)
+        .await;
+    let challenge = authz.json["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "http-01")
+        .unwrap()
+        .clone();
+    let responder = serve_http01(
+        http01_port,
+        format!(
+            "{}.{}",
+            challenge["token"].as_str().unwrap(),
+            acme.thumbprint()
+        ),
+    )
+    .await;
+    let answer = acme
+        .post(challenge["url"].as_str().unwrap(), Some(&json!({})))
+        .await;
+    responder.abort();
+    assert_eq!(answer.json["status"], "valid", "{}", answer.text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_rollover_deactivation_and_eab_requirement() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let config = acme_config(
+        dir.path(),
+        &dns,
+        free_port(),
+        free_port(),
+        "[[acme.tenant]]\nname = \"locked\"\nrequire_eab = true\n",
+    );
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    // A tenant that requires EAB refuses a plain newAccount.
+    let mut locked =
+        RawAcme::new(root_client(&server), &server.url("/acme/locked/directory")).await;
+    assert_eq!(locked.directory["meta"]["externalAccountRequired"], true);
+    let url = locked.url("newAccount");
+    let refused = locked
+        .post(&url, Some(&json!({"termsOfServiceAgreed": true})))
+        .await;
+    assert_eq!(
+        refused.error_type(),
+        "externalAccountRequired",
+        "{}",
+        refused.text
+    );
+    // An unknown tenant has no directory.
+    let unknown = server
+        .client
+        .get(server.url("/acme/nobody/directory"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 400);
+
+    let mut acme = RawAcme::new(root_client(&server), &server.url("/acme/default/directory")).await;
+    acme.register().await;
+    let kid = acme.kid.clone().unwrap();
+    // onlyReturnExisting finds the account by key.
+    let saved_kid = acme.kid.take();
+    let url = acme.url("newAccount");
+    let existing = acme
+        .post(&url, Some(&json!({"onlyReturnExisting": true})))
+        .await;
+    assert_eq!(existing.status, 200);
+    assert_eq!(existing.location(), kid);
+    acme.kid = saved_kid;
+
+    // Key rollover: the inner JWS is signed by the new key.
+    let mut fresh =
+        RawAcme::new(root_client(&server), &server.url("/acme/default/directory")).await;
+    let key_change = acme.url("keyChange");
+    let inner_header = json!({"alg": "ES256", "jwk": fresh.jwk(), "url": key_change});
+    let inner = fresh.sign(
+        &inner_header,
+        Some(&json!({"account": kid, "oldKey": acme.jwk()})),
+    );
+    let rolled = acme.post(&key_change, Some(&inner)).await;
+    assert_eq!(rolled.status, 200, "{}", rolled.text);
+    // The old key is now refused; the new one works.
+    let old = acme.post(&kid, None).await;
+    assert_eq!(old.error_type(), "malformed", "{}", old.text);
+    fresh.kid = Some(kid.clone());
+    assert_eq!(fresh.post(&kid, None).await.status, 200);
+    // Deactivation: later requests are unauthorized.
+    let deactivated = fresh
+        .post(&kid, Some(&json!({"status": "deactivated"})))
+        .await;
+    assert_eq!(deactivated.json["status"], "deactivated");
+    let after = fresh.post(&kid, None).await;
+    assert_eq!(after.error_type(), "unauthorized", "{}", after.text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ari_window_replaces_and_already_replaced_with_instant_acme() {
+    use instant_acme::{
+        Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewAccount,
+        NewOrder, RetryPolicy,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let http01_port = free_port();
+    let config = acme_config(dir.path(), &dns, http01_port, free_port(), "");
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let directory = server.url("/acme/default/directory");
+    let root = dir.path().join("data/ca/root.crt");
+    let (account, _) = Account::builder_with_root(&root)
+        .unwrap()
+        .create(
+            &NewAccount {
+                contact: &["mailto:ops@example.com"],
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            directory,
+            None,
+        )
+        .await
+        .unwrap();
+
+    async fn obtain(
+        account: &Account,
+        name: &str,
+        http01_port: u16,
+        replaces: Option<CertificateIdentifier<'_>>,
+    ) -> Result<(String, Option<String>), instant_acme::Error> {
+        let identifiers = [Identifier::Dns(name.to_string())];
+        let mut new_order = NewOrder::new(&identifiers);
+        if let Some(id) = replaces {
+            new_order = new_order.replaces(id);
+        }
+        let mut order = account.new_order(&new_order).await?;
+        let replaced = order.state().replaces.as_ref().map(|r| r.to_string());
+        let mut authorizations = order.authorizations();
+        let mut responders = Vec::new();
+        while let Some(result) = authorizations.next().await {
+            let mut authz = result?;
+            if authz.status == AuthorizationStatus::Valid {
+                continue;
+            }
+            let mut challenge = authz.challenge(ChallengeType::Http01).unwrap();
+            responders.push(
+                serve_http01(
+                    http01_port,
+                    challenge.key_authorization().as_str().to_string(),
+                )
+                .await,
+            );
+            challenge.set_ready().await?;
+        }
+        order.poll_ready(&RetryPolicy::default()).await?;
+        order.finalize().await?;
+        let chain = order.poll_certificate(&RetryPolicy::default()).await?;
+        for responder in responders {
+            responder.abort();
+        }
+        Ok((chain, replaced))
+    }
+
+    let (first, _) = obtain(&account, "ari.example.com", http01_port, None)
+        .await
+        .unwrap();
+    let first_der = pem::parse(&first).unwrap().into_contents();
+    let id = CertificateIdentifier::try_from(&rustls::pki_types::CertificateDer::from(
+        first_der.clone(),
+    ))
+    .unwrap();
+    // The suggested window lies inside the validity, in the future.
+    let (info, retry_after) = account.renewal_info(&id).await.unwrap();
+    assert!(info.suggested_window.start < info.suggested_window.end);
+    assert!(info.suggested_window.start > time::OffsetDateTime::now_utc());
+    assert!(retry_after.as_secs() > 0);
+
+    // The renewal names the certificate it replaces; the order echoes it.
+    let (second, replaced) = obtain(&account, "ari.example.com", http01_port, Some(id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(replaced.as_deref(), Some(id.to_string().as_str()));
+    let second_der = pem::parse(&second).unwrap().into_contents();
+    assert_ne!(first_der, second_der);
+    // The inventory records the replacement.
+    let serial_of = |der: &[u8]| certkeeper_pki::parse_certificate(der).unwrap().serial;
+    let (status, view, _) = server
+        .get(
+            &format!("/api/v1/certificates/{}", serial_of(&first_der)),
+            Some(server.token()),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        view["superseded_by"],
+        json!(serial_of(&second_der)),
+        "{view}"
+    );
+
+    // Replacing it a second time: alreadyReplaced (409).
+    let again = obtain(&account, "ari.example.com", http01_port, Some(id.clone())).await;
+    let message = format!("{:?}", again.err().expect("second replacement refused"));
+    assert!(message.contains("alreadyReplaced"), "{message}");
+
+    // After revocation the window moves into the past: renew now.
+    let (status, _, text) = server
+        .post(
+            "/api/v1/revocations",
+            Some(server.token()),
+            &json!({"serial": serial_of(&second_der), "reason": "superseded"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let second_id =
+        CertificateIdentifier::try_from(&rustls::pki_types::CertificateDer::from(second_der))
+            .unwrap();
+    let (info, _) = account.renewal_info(&second_id).await.unwrap();
+    assert!(info.suggested_window.end < time::OffsetDateTime::now_utc());
+}
