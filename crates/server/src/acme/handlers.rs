@@ -1403,7 +1403,7 @@ async fn record_validation(
                 .check_caa(
                     &identifier.value,
                     authz.doc.wildcard,
-                    &caa_identities(&service),
+                    &caa_identities(service),
                 )
                 .await;
         }
