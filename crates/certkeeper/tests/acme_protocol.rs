@@ -453,7 +453,7 @@ async fn ari_window_replaces_and_already_replaced_with_instant_acme() {
 
     // Replacing it a second time: alreadyReplaced (409).
     let again = obtain(&account, "ari.example.com", http01_port, Some(id.clone())).await;
-    let message = format!("{:?}", again.err().expect("second replacement refused"));
+    let message = format!("{:?}", again.expect_err("second replacement refused"));
     assert!(message.contains("alreadyReplaced"), "{message}");
 
     // After revocation the window moves into the past: renew now.
