@@ -80,7 +80,7 @@ impl Validator {
             .tls_danger_accept_invalid_certs(true)
             .build()
             .map_err(|e| ServerError::Config(format!("cannot build the HTTP validator: {e}")))?;
-        let tls = rustls::ClientConfig::builder()
+        let tls = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate))
             .with_no_client_auth();
@@ -443,16 +443,14 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
 
     fn verify_tls12_signature(
         &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
+        _message: &[u8],
+        _cert: &rustls::pki_types::CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
-        )
+        // The client offers TLS 1.3 only (see `Validator::new`).
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
     }
 
     fn verify_tls13_signature(
@@ -461,9 +459,20 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
+        // The handshake must be signed by the key of the certificate presented. webpki cannot
+        // parse that certificate (its acmeIdentifier extension is critical), so the signature
+        // is checked against the bare public key.
+        use x509_parser::prelude::FromDer;
+        let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(cert.as_ref())
+            .map_err(|_| {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+            })?;
+        let spki = rustls::pki_types::SubjectPublicKeyInfoDer::from(
+            parsed.tbs_certificate.subject_pki.raw,
+        );
+        rustls::crypto::verify_tls13_signature_with_raw_key(
             message,
-            cert,
+            &spki,
             dss,
             &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
         )
