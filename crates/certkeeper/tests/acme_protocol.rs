@@ -471,3 +471,233 @@ async fn ari_window_replaces_and_already_replaced_with_instant_acme() {
     let (info, _) = account.renewal_info(&second_id).await.unwrap();
     assert!(info.suggested_window.end < time::OffsetDateTime::now_utc());
 }
+
+/// Completes the dns-01 challenge of the order's first authorization; returns the challenge.
+async fn answer_dns01(acme: &mut RawAcme, dns: &DnsServer, order: &Value) -> Value {
+    let authz = acme
+        .post(order["authorizations"][0].as_str().unwrap(), None)
+        .await;
+    let name = authz.json["identifier"]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let challenge = authz.json["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "dns-01")
+        .unwrap()
+        .clone();
+    let key_authorization = format!(
+        "{}.{}",
+        challenge["token"].as_str().unwrap(),
+        acme.thumbprint()
+    );
+    let digest =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key_authorization.as_bytes());
+    dns.set_txt(&name, &b64(digest.as_ref())).await;
+    acme.post(challenge["url"].as_str().unwrap(), Some(&json!({})))
+        .await
+        .json
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_answer_rate_limited_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let http01_port = free_port();
+    let config = acme_config(
+        dir.path(),
+        &dns,
+        http01_port,
+        free_port(),
+        "[acme.rate_limits]\norders_per_account = 2\nfailed_validations_per_name = 1\n",
+    );
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let directory = server.url("/acme/default/directory");
+    let mut acme = RawAcme::new(root_client(&server), &directory).await;
+    acme.register().await;
+    for name in ["a.example.com", "b.example.com"] {
+        assert_eq!(acme.new_order(&[("dns", name)]).await.status, 201);
+    }
+    let limited = acme.new_order(&[("dns", "c.example.com")]).await;
+    assert_eq!(limited.status, 429, "{}", limited.text);
+    assert_eq!(limited.error_type(), "rateLimited");
+    let wait: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait > 0 && wait <= 3600, "Retry-After {wait}");
+
+    // A failed validation counts against the name, for every account.
+    let mut other = RawAcme::new(root_client(&server), &directory).await;
+    other.register().await;
+    let order = other.new_order(&[("dns", "broken.example.com")]).await;
+    let authz = other
+        .post(order.json["authorizations"][0].as_str().unwrap(), None)
+        .await;
+    let challenge = authz.json["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "http-01")
+        .unwrap()
+        .clone();
+    // Nothing listens on the http-01 port: the validation fails with a connection error.
+    let failed = other
+        .post(challenge["url"].as_str().unwrap(), Some(&json!({})))
+        .await;
+    assert_eq!(failed.json["status"], "invalid", "{}", failed.text);
+    assert_eq!(
+        failed.json["error"]["type"],
+        "urn:ietf:params:acme:error:connection"
+    );
+    let refused = other.new_order(&[("dns", "broken.example.com")]).await;
+    assert_eq!(refused.error_type(), "rateLimited", "{}", refused.text);
+    assert!(refused.headers.contains_key("retry-after"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn caa_records_authorise_or_refuse_this_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let config = acme_config(
+        dir.path(),
+        &dns,
+        free_port(),
+        free_port(),
+        "caa_identities = [\"ca.example.net\"]\n",
+    );
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let mut acme = RawAcme::new(root_client(&server), &server.url("/acme/default/directory")).await;
+    assert_eq!(
+        acme.directory["meta"]["caaIdentities"],
+        json!(["ca.example.net"])
+    );
+    acme.register().await;
+    dns.add_caa("allowed.example.com", "ca.example.net").await;
+    dns.add_caa("example.org", "someone-else.example").await;
+
+    let allowed = acme.new_order(&[("dns", "allowed.example.com")]).await;
+    let outcome = answer_dns01(&mut acme, &dns, &allowed.json).await;
+    assert_eq!(outcome["status"], "valid", "{outcome}");
+    // The CAA record set of a parent domain applies to its subdomains.
+    let refused = acme.new_order(&[("dns", "www.sub.example.org")]).await;
+    let outcome = answer_dns01(&mut acme, &dns, &refused.json).await;
+    assert_eq!(outcome["status"], "invalid", "{outcome}");
+    assert_eq!(
+        outcome["error"]["type"], "urn:ietf:params:acme:error:caa",
+        "{outcome}"
+    );
+    // No CAA record anywhere: any CA may issue.
+    let open = acme.new_order(&[("dns", "open.example.com")]).await;
+    let outcome = answer_dns01(&mut acme, &dns, &open.json).await;
+    assert_eq!(outcome["status"], "valid", "{outcome}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ip_identifiers_validate_over_http01_and_profiles_are_offered() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let http01_port = free_port();
+    let config = acme_config(dir.path(), &dns, http01_port, free_port(), "");
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let mut acme = RawAcme::new(root_client(&server), &server.url("/acme/default/directory")).await;
+    let profiles = acme.directory["meta"]["profiles"]
+        .as_object()
+        .unwrap()
+        .clone();
+    assert!(
+        profiles.contains_key("tls-server") && profiles.contains_key("mtls"),
+        "{profiles:?}"
+    );
+    acme.register().await;
+    // An unknown profile is refused; a listed one is recorded on the order.
+    let url = acme.url("newOrder");
+    let unknown = acme
+        .post(
+            &url,
+            Some(
+                &json!({"identifiers": [{"type": "ip", "value": "127.0.0.1"}], "profile": "nope"}),
+            ),
+        )
+        .await;
+    assert_eq!(unknown.error_type(), "malformed", "{}", unknown.text);
+    // DNS-type identifiers that are IP addresses are refused (RFC 8738 uses type "ip").
+    let confused = acme.new_order(&[("dns", "127.0.0.1")]).await;
+    assert_eq!(
+        confused.error_type(),
+        "rejectedIdentifier",
+        "{}",
+        confused.text
+    );
+    let order = acme
+        .post(
+            &url,
+            Some(
+                &json!({"identifiers": [{"type": "ip", "value": "127.0.0.1"}], "profile": "mtls"}),
+            ),
+        )
+        .await;
+    assert_eq!(order.status, 201, "{}", order.text);
+    assert_eq!(order.json["profile"], "mtls");
+    let authz = acme
+        .post(order.json["authorizations"][0].as_str().unwrap(), None)
+        .await;
+    let kinds: Vec<&str> = authz.json["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["http-01", "tls-alpn-01"],
+        "no dns-01 for IP addresses"
+    );
+    let challenge = authz.json["challenges"][0].clone();
+    let responder = serve_http01(
+        http01_port,
+        format!(
+            "{}.{}",
+            challenge["token"].as_str().unwrap(),
+            acme.thumbprint()
+        ),
+    )
+    .await;
+    let answer = acme
+        .post(challenge["url"].as_str().unwrap(), Some(&json!({})))
+        .await;
+    responder.abort();
+    assert_eq!(answer.json["status"], "valid", "{}", answer.text);
+    let done = acme
+        .post(
+            order.json["finalize"].as_str().unwrap(),
+            Some(&json!({"csr": b64(&csr_der(&["127.0.0.1"]))})),
+        )
+        .await;
+    assert_eq!(done.json["status"], "valid", "{}", done.text);
+    let certificate = acme
+        .post(done.json["certificate"].as_str().unwrap(), None)
+        .await;
+    assert_eq!(
+        certificate.headers["content-type"],
+        "application/pem-certificate-chain"
+    );
+    let leaf = pem::parse(&certificate.text).unwrap().into_contents();
+    let summary = certkeeper_pki::parse_certificate(&leaf).unwrap();
+    assert_eq!(
+        summary.sans,
+        vec![certkeeper_pki::SanEntry::Ip("127.0.0.1".parse().unwrap())]
+    );
+}
