@@ -814,3 +814,163 @@ both_backends!(
         assert_eq!(by_key.len(), 1);
     }
 );
+
+fn acme_object(
+    kind: AcmeKind,
+    id: &str,
+    lookup: &str,
+    status: &str,
+    expires_at: i64,
+) -> AcmeObject {
+    AcmeObject {
+        id: id.into(),
+        kind,
+        tenant: "default".into(),
+        account_id: "acct".into(),
+        lookup: lookup.into(),
+        status: status.into(),
+        expires_at,
+        version: 1,
+        body: format!("{{\"id\":\"{id}\"}}"),
+    }
+}
+
+both_backends!(acme_objects_nonces_and_eab_keys, |db: TestDb| async move {
+    let store = Store::open(&db.url, key()).await.unwrap();
+    let account = acme_object(AcmeKind::Account, "acct", "thumb", "valid", 0);
+    let fresh = acme_object(
+        AcmeKind::Authz,
+        "fresh",
+        "dns:a.example.com",
+        "valid",
+        NOW + 3600,
+    );
+    let stale = acme_object(AcmeKind::Order, "stale", "", "pending", NOW - 7200);
+    store
+        .apply(Change {
+            acme_objects: vec![account.clone(), fresh.clone(), stale.clone()],
+            acme_nonces: vec![(1, NOW + 600), (2, NOW - 10)],
+            eab_keys: vec![NewEabKey {
+                kid: "kid1".into(),
+                tenant: "default".into(),
+                hmac_key: "c2VjcmV0".into(),
+                created_by: "admin".into(),
+                expires_at: None,
+            }],
+            ..Change::default()
+        })
+        .await
+        .unwrap();
+    // Look-ups by key, by identifier, and the used nonces still valid.
+    let found = store
+        .acme_account_by_key("default", "thumb")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, account);
+    let reusable = store
+        .acme_reusable_authz("acct", "dns:a.example.com", NOW)
+        .await
+        .unwrap();
+    assert_eq!(reusable.map(|o| o.id), Some("fresh".to_string()));
+    assert!(
+        store
+            .acme_reusable_authz("acct", "dns:a.example.com", NOW + 7200)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.acme_used_nonces(NOW).await.unwrap(),
+        vec![(1, NOW + 600)]
+    );
+
+    // A nonce is used once.
+    let again = store
+        .apply(Change {
+            acme_nonces: vec![(1, NOW + 600)],
+            ..Change::default()
+        })
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict(ref m)) if m.contains("nonce")),
+        "{again:?}"
+    );
+    // An update must name the version it replaces.
+    let mut updated = fresh.clone();
+    updated.version = 2;
+    updated.status = "invalid".into();
+    store
+        .apply(Change {
+            acme_objects: vec![updated.clone()],
+            ..Change::default()
+        })
+        .await
+        .unwrap();
+    let lost = store
+        .apply(Change {
+            acme_objects: vec![updated],
+            ..Change::default()
+        })
+        .await;
+    assert!(matches!(lost, Err(StoreError::Conflict(_))), "{lost:?}");
+    // One account per key and tenant.
+    let twin = store
+        .apply(Change {
+            acme_objects: vec![acme_object(AcmeKind::Account, "acct2", "thumb", "valid", 0)],
+            ..Change::default()
+        })
+        .await;
+    assert!(matches!(twin, Err(StoreError::Conflict(_))), "{twin:?}");
+    // An EAB key binds one account.
+    store
+        .apply(Change {
+            bind_eab: Some(("kid1".into(), "acct".into())),
+            ..Change::default()
+        })
+        .await
+        .unwrap();
+    let rebind = store
+        .apply(Change {
+            bind_eab: Some(("kid1".into(), "other".into())),
+            ..Change::default()
+        })
+        .await;
+    assert!(matches!(rebind, Err(StoreError::Conflict(_))), "{rebind:?}");
+    assert_eq!(
+        store
+            .eab_key("kid1")
+            .await
+            .unwrap()
+            .unwrap()
+            .account_id
+            .as_deref(),
+        Some("acct")
+    );
+
+    // Clean-up: expired nonces and objects go, accounts and live objects stay.
+    let removed = store.acme_cleanup(NOW, NOW - 3600).await.unwrap();
+    assert_eq!(removed, 2, "one nonce and one order");
+    assert!(
+        store
+            .acme_object(AcmeKind::Order, "stale")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .acme_object(AcmeKind::Authz, "fresh")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .acme_object(AcmeKind::Account, "acct")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store.close().await;
+});
