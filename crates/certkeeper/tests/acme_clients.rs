@@ -528,8 +528,12 @@ esac"#
         "{sans}"
     );
     for name in ["h.example.com", "t.example.com", "d.example.com"] {
+        // lego writes leaf and chain into one file; pkilint reads one certificate per file.
+        let bundle = std::fs::read(certificate(name)).unwrap();
+        let leaf = dir.path().join(format!("{name}.leaf.pem"));
+        std::fs::write(&leaf, pem::encode(&pem::parse_many(&bundle).unwrap()[0])).unwrap();
         assert_eq!(
-            lint("lint_cabf_serverauth_cert", &["-d"], &certificate(name)),
+            lint("lint_cabf_serverauth_cert", &["-d"], &leaf),
             "",
             "{name}"
         );

@@ -179,8 +179,10 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
             .await
             .map_err(|e| ServerError::Listen(format!("TLS configuration: {e}")))?;
     let handle = axum_server::Handle::new();
+    // TCP_NODELAY: responses go out at once instead of waiting on the peer's delayed ACK.
     let https_server = axum_server::from_tcp_rustls(https_listener, rustls_config)
         .map_err(|e| ServerError::Listen(e.to_string()))?
+        .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()))
         .handle(handle.clone());
     let api_router = api::router(state.clone());
     let https_task = tokio::spawn(async move {

@@ -3,7 +3,8 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use crate::{AcmeKind, AcmeObject, Change, EabKeyRecord, NewEabKey, Store, StoreError};
+use crate::batch::{Bind, insert_rows};
+use crate::{AcmeKind, AcmeObject, Backend, Change, EabKeyRecord, NewEabKey, Store, StoreError};
 
 const COLUMNS: &str = "id, kind, tenant, account_id, lookup, status, expires_at, version, body";
 
@@ -41,63 +42,93 @@ fn decode_eab(row: &AnyRow) -> Result<EabKeyRecord, StoreError> {
     })
 }
 
-/// Writes the ACME parts of a change. `first_certificate` is the id of the first certificate
-/// the change inserted (what `supersede` points at).
-pub(crate) async fn apply(
+/// Inserts the used nonces and new objects (version 1) of `changes` with multi-row statements.
+pub(crate) async fn insert_new(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    changes: &[&Change],
+) -> Result<(), StoreError> {
+    let nonces: Vec<Vec<Bind>> = changes
+        .iter()
+        .flat_map(|c| c.acme_nonces.iter())
+        .map(|(id, expires)| vec![Bind::Int(*id), Bind::Int(*expires)])
+        .collect();
+    if !nonces.is_empty() {
+        insert_rows(
+            tx,
+            backend,
+            "INSERT INTO acme_used_nonces (nonce_id, expires_at)",
+            2,
+            nonces,
+            "",
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => StoreError::Conflict("nonce already used".into()),
+            other => other,
+        })?;
+    }
+    let objects: Vec<Vec<Bind>> = changes
+        .iter()
+        .flat_map(|c| c.acme_objects.iter())
+        .filter(|o| o.version == 1)
+        .map(|o| {
+            vec![
+                Bind::Text(o.id.clone()),
+                Bind::Text(o.kind.as_str().to_string()),
+                Bind::Text(o.tenant.clone()),
+                Bind::Text(o.account_id.clone()),
+                Bind::Text(o.lookup.clone()),
+                Bind::Text(o.status.clone()),
+                Bind::Int(o.expires_at),
+                Bind::Int(o.version),
+                Bind::Text(o.body.clone()),
+            ]
+        })
+        .collect();
+    if !objects.is_empty() {
+        insert_rows(
+            tx,
+            backend,
+            "INSERT INTO acme_objects (id, kind, tenant, account_id, lookup, status, expires_at, version, body)",
+            9,
+            objects,
+            "",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Writes the rest of a change's ACME parts: object updates (version n replaces n - 1),
+/// EAB keys and bindings, superseded certificates. `first_certificate` is the id of the first
+/// certificate the change inserted (what `supersede` points at).
+pub(crate) async fn apply_updates(
     tx: &mut Transaction<'static, Any>,
     change: &Change,
     first_certificate: Option<i64>,
     now_s: i64,
 ) -> Result<(), StoreError> {
-    for (nonce_id, expires_at) in &change.acme_nonces {
-        sqlx::query("INSERT INTO acme_used_nonces (nonce_id, expires_at) VALUES ($1, $2)")
-            .bind(*nonce_id)
-            .bind(*expires_at)
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| match StoreError::from(e) {
-                StoreError::Conflict(_) => StoreError::Conflict("nonce already used".into()),
-                other => other,
-            })?;
-    }
-    for object in &change.acme_objects {
-        if object.version == 1 {
-            sqlx::query(
-                "INSERT INTO acme_objects (id, kind, tenant, account_id, lookup, status, expires_at, version, body) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(&object.id)
-            .bind(object.kind.as_str())
-            .bind(&object.tenant)
-            .bind(&object.account_id)
-            .bind(&object.lookup)
-            .bind(&object.status)
-            .bind(object.expires_at)
-            .bind(object.version)
-            .bind(&object.body)
-            .execute(&mut **tx)
-            .await?;
-        } else {
-            let result = sqlx::query(
-                "UPDATE acme_objects SET lookup = $1, status = $2, expires_at = $3, version = $4, body = $5 \
-                 WHERE id = $6 AND version = $7",
-            )
-            .bind(&object.lookup)
-            .bind(&object.status)
-            .bind(object.expires_at)
-            .bind(object.version)
-            .bind(&object.body)
-            .bind(&object.id)
-            .bind(object.version - 1)
-            .execute(&mut **tx)
-            .await?;
-            if result.rows_affected() == 0 {
-                return Err(StoreError::Conflict(format!(
-                    "ACME {} {} changed concurrently",
-                    object.kind.as_str(),
-                    object.id
-                )));
-            }
+    for object in change.acme_objects.iter().filter(|o| o.version > 1) {
+        let result = sqlx::query(
+            "UPDATE acme_objects SET lookup = $1, status = $2, expires_at = $3, version = $4, body = $5 \
+             WHERE id = $6 AND version = $7",
+        )
+        .bind(&object.lookup)
+        .bind(&object.status)
+        .bind(object.expires_at)
+        .bind(object.version)
+        .bind(&object.body)
+        .bind(&object.id)
+        .bind(object.version - 1)
+        .execute(&mut **tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "ACME {} {} changed concurrently",
+                object.kind.as_str(),
+                object.id
+            )));
         }
     }
     for key in &change.eab_keys {

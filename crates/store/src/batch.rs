@@ -21,7 +21,7 @@ const ROWS_PER_STATEMENT: usize = 400;
 
 /// Executes `INSERT ... VALUES (...), (...) <suffix>` for `rows`, each of `width` values, and
 /// returns the rows of its RETURNING clause, if any.
-async fn insert_rows(
+pub(crate) async fn insert_rows(
     tx: &mut Transaction<'static, Any>,
     backend: Backend,
     head: &str,
@@ -100,6 +100,7 @@ pub(crate) async fn apply_group(
     let certificates: Vec<&NewCertificate> =
         changes.iter().flat_map(|c| c.certificates.iter()).collect();
     let ids = insert_certificates(tx, backend, &certificates, false, now_ms / 1000).await?;
+    crate::acme::insert_new(tx, backend, changes).await?;
 
     let mut outcomes = Vec::with_capacity(changes.len());
     let mut audit_rows_out = Vec::new();
@@ -113,7 +114,7 @@ pub(crate) async fn apply_group(
                 })?;
             outcome.inserted_certificate_ids.push(id);
         }
-        crate::acme::apply(
+        crate::acme::apply_updates(
             tx,
             change,
             outcome.inserted_certificate_ids.first().copied(),

@@ -282,7 +282,7 @@ pub struct Change {
 }
 
 /// Kinds of ACME objects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AcmeKind {
     /// An account.

@@ -281,7 +281,8 @@ async fn apply_change(
         .execute(&mut **tx)
         .await?;
     }
-    crate::acme::apply(
+    crate::acme::insert_new(tx, backend, &[change]).await?;
+    crate::acme::apply_updates(
         tx,
         change,
         outcome.inserted_certificate_ids.first().copied(),

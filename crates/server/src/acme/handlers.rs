@@ -239,19 +239,32 @@ async fn load_account_by_kid(ctx: &Ctx, kid: &str) -> Result<Loaded<AccountDoc>,
             format!("`kid` {kid:?} is not an account URL of this directory ({prefix}...)"),
         )
     })?;
-    let row = ctx
-        .app()
-        .store
-        .acme_object(AcmeKind::Account, id)
-        .await?
-        .filter(|row| row.tenant == ctx.tenant)
-        .ok_or_else(|| {
-            AcmeError::new(
-                ErrorType::AccountDoesNotExist,
-                format!("no account {kid}; create one with newAccount"),
-            )
-        })?;
-    let account = Loaded::<AccountDoc>::decode(row)?;
+    let account = match ctx.service.cached_account(id) {
+        Some(account) => account,
+        None => {
+            let row = ctx
+                .app()
+                .store
+                .acme_object(AcmeKind::Account, id)
+                .await?
+                .ok_or_else(|| {
+                    AcmeError::new(
+                        ErrorType::AccountDoesNotExist,
+                        format!("no account {kid}; create one with newAccount"),
+                    )
+                })?;
+            let account = Loaded::<AccountDoc>::decode(row)?;
+            ctx.service.cache_account(&account);
+            account
+        }
+    };
+    if account.row.tenant != ctx.tenant {
+        return Err(AcmeError::new(
+            ErrorType::AccountDoesNotExist,
+            format!("no account {kid} in this directory; create one with newAccount"),
+        )
+        .into());
+    }
     if account.doc.status != Status::Valid {
         return Err(AcmeError::unauthorized(format!(
             "account {kid} is {}; it cannot be used any more",
@@ -268,7 +281,10 @@ fn json_reply(status: StatusCode, value: Value) -> Reply {
 
 /// Applies a change; a used nonce found by the database is a badNonce.
 async fn commit(ctx: &Ctx, change: Change) -> Result<certkeeper_store::ChangeOutcome, Failure> {
-    match ctx.app().store.apply(change).await {
+    let objects = change.acme_objects.clone();
+    let result = ctx.app().store.apply(change).await;
+    ctx.service.written(&objects, result.is_ok());
+    match result {
         Ok(outcome) => Ok(outcome),
         Err(StoreError::Conflict(detail)) if detail.contains("nonce") => Err(AcmeError::new(
             ErrorType::BadNonce,
@@ -649,6 +665,7 @@ async fn account(
             },
         )
         .await?;
+        ctx.service.forget_account(&id);
         Ok(json_reply(
             StatusCode::OK,
             account_json(&ctx.urls, &id, &updated.doc),
@@ -987,9 +1004,8 @@ where
     T: serde::Serialize + for<'de> serde::Deserialize<'de>,
 {
     let row = ctx
-        .app()
-        .store
-        .acme_object(kind, id)
+        .service
+        .object(&ctx.app().store, kind, id)
         .await?
         .filter(|row| row.tenant == ctx.tenant)
         .ok_or_else(|| {
@@ -1018,7 +1034,11 @@ async fn order_status(ctx: &Ctx, order: &OrderDoc) -> Result<Status, Failure> {
     }
     let mut statuses = Vec::with_capacity(order.authorizations.len());
     for id in &order.authorizations {
-        let status = match ctx.app().store.acme_object(AcmeKind::Authz, id).await? {
+        let status = match ctx
+            .service
+            .object(&ctx.app().store, AcmeKind::Authz, id)
+            .await?
+        {
             Some(row) => authz_status(&Loaded::<AuthzDoc>::decode(row)?.doc, now),
             None => Status::Expired,
         };
@@ -1302,33 +1322,30 @@ async fn challenge(
         commit(
             &ctx,
             Change {
-                acme_objects: vec![object],
+                acme_objects: vec![object.clone()],
                 acme_nonces: vec![verified.nonce],
                 ..Change::default()
             },
         )
         .await?;
+        let written = Loaded {
+            row: object,
+            doc: updated.doc.clone(),
+        };
         let thumbprint = account.row.lookup.clone();
         let done = spawn_validation(
             ctx.state.clone(),
             ctx.service.clone(),
-            authz_id.clone(),
+            written,
             index,
             thumbprint,
         );
         // Most validations finish within moments: wait a little so the client sees the
         // outcome in this response instead of polling for it.
-        let mut shown = updated.doc.challenges[index].clone();
-        if tokio::time::timeout(VALIDATION_WAIT, done).await.is_ok()
-            && let Some(row) = ctx
-                .app()
-                .store
-                .acme_object(AcmeKind::Authz, &authz_id)
-                .await?
-            && let Some(now_challenge) = Loaded::<AuthzDoc>::decode(row)?.doc.challenges.get(index)
-        {
-            shown = now_challenge.clone();
-        }
+        let shown = match tokio::time::timeout(VALIDATION_WAIT, done).await {
+            Ok(Ok(Some(outcome))) => outcome,
+            _ => updated.doc.challenges[index].clone(),
+        };
         let mut reply = json_reply(
             StatusCode::OK,
             challenge_json(&ctx.urls, &authz_id, index, &shown),
@@ -1343,18 +1360,18 @@ async fn challenge(
 }
 
 /// Validates a challenge in the background (bounded by the validation semaphore) and records
-/// the outcome in its authorization.
+/// the outcome in its authorization; the receiver gets the challenge as recorded.
 pub(crate) fn spawn_validation(
     state: SharedState,
     service: Arc<AcmeService>,
-    authz_id: String,
+    authz: Loaded<AuthzDoc>,
     index: usize,
     thumbprint: String,
-) -> tokio::sync::oneshot::Receiver<()> {
+) -> tokio::sync::oneshot::Receiver<Option<ChallengeDoc>> {
     let (done, finished) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        record_validation(&state, &service, &authz_id, index, &thumbprint).await;
-        let _ = done.send(());
+        let outcome = record_validation(&state, &service, authz, index, &thumbprint).await;
+        let _ = done.send(outcome);
     });
     finished
 }
@@ -1362,105 +1379,96 @@ pub(crate) fn spawn_validation(
 async fn record_validation(
     state: &SharedState,
     service: &AcmeService,
-    authz_id: &str,
+    authz: Loaded<AuthzDoc>,
     index: usize,
     thumbprint: &str,
-) {
-    {
-        let Ok(_permit) = service.validations.clone().acquire_owned().await else {
-            return;
-        };
-        let Ok(Some(row)) = state.store.acme_object(AcmeKind::Authz, authz_id).await else {
-            return;
-        };
-        let Ok(authz) = Loaded::<AuthzDoc>::decode(row) else {
-            return;
-        };
-        let Some(challenge) = authz.doc.challenges.get(index).cloned() else {
-            return;
-        };
-        let key_authz = key_authorization(&challenge.token, thumbprint);
-        let identifier = authz.doc.identifier.clone();
-        let attempts = service.config.validation_attempts.max(1);
-        let mut result = Err(AcmeError::new(ErrorType::ServerInternal, "not attempted"));
-        for attempt in 0..attempts {
-            result = service
-                .validator
-                .validate(&challenge.kind, &identifier, &key_authz, &challenge.token)
-                .await;
-            let retry = matches!(&result, Err(e) if matches!(e.kind, ErrorType::Connection | ErrorType::Dns));
-            if !retry || attempt + 1 == attempts {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(
-                500 * u64::from(attempt + 1),
-            ))
+) -> Option<ChallengeDoc> {
+    let _permit = service.validations.clone().acquire_owned().await.ok()?;
+    let challenge = authz.doc.challenges.get(index)?.clone();
+    let key_authz = key_authorization(&challenge.token, thumbprint);
+    let identifier = authz.doc.identifier.clone();
+    let attempts = service.config.validation_attempts.max(1);
+    let mut result = Err(AcmeError::new(ErrorType::ServerInternal, "not attempted"));
+    for attempt in 0..attempts {
+        result = service
+            .validator
+            .validate(&challenge.kind, &identifier, &key_authz, &challenge.token)
             .await;
+        let retry =
+            matches!(&result, Err(e) if matches!(e.kind, ErrorType::Connection | ErrorType::Dns));
+        if !retry || attempt + 1 == attempts {
+            break;
         }
-        if result.is_ok() && service.config.check_caa && identifier.kind == "dns" {
-            result = service
-                .validator
-                .check_caa(
-                    &identifier.value,
-                    authz.doc.wildcard,
-                    &caa_identities(service),
-                )
-                .await;
-        }
-        if result.is_err() {
-            service.count_failed_validation(&authz.row.lookup);
-        }
-        // Record the outcome; retry if the authorization changed meanwhile.
-        for _ in 0..5 {
-            let Ok(Some(row)) = state.store.acme_object(AcmeKind::Authz, authz_id).await else {
-                return;
-            };
-            let Ok(mut current) = Loaded::<AuthzDoc>::decode(row) else {
-                return;
-            };
-            if current.doc.challenges.get(index).map(|c| c.status) != Some(Status::Processing) {
-                return;
-            }
-            let now = unix_now();
-            let (row_status, expires) = match &result {
-                Ok(()) => {
-                    current.doc.status = Status::Valid;
-                    current.doc.challenges[index].status = Status::Valid;
-                    current.doc.challenges[index].validated = Some(now);
-                    let reuse = i64::try_from(service.config.authz_reuse).unwrap_or(86_400);
-                    current.doc.expires = now + reuse;
-                    ("valid", now + reuse)
-                }
-                Err(error) => {
-                    current.doc.status = Status::Invalid;
-                    current.doc.challenges[index].status = Status::Invalid;
-                    current.doc.challenges[index].error = Some(error_json(error));
-                    ("invalid", current.row.expires_at)
-                }
-            };
-            if current.doc.status == Status::Valid && current.row.status == "deactivated" {
-                return;
-            }
-            let Ok(object) = current.updated(row_status, None, expires) else {
-                return;
-            };
-            match state
+        tokio::time::sleep(std::time::Duration::from_millis(
+            500 * u64::from(attempt + 1),
+        ))
+        .await;
+    }
+    if result.is_ok() && service.config.check_caa && identifier.kind == "dns" {
+        result = service
+            .validator
+            .check_caa(
+                &identifier.value,
+                authz.doc.wildcard,
+                &caa_identities(service),
+            )
+            .await;
+    }
+    if result.is_err() {
+        service.count_failed_validation(&authz.row.lookup);
+    }
+    // Record the outcome; if the authorization changed meanwhile, read it again and retry.
+    let mut current = authz;
+    for attempt in 0..5 {
+        if attempt > 0 {
+            let row = state
                 .store
-                .apply(Change {
-                    acme_objects: vec![object],
-                    ..Change::default()
-                })
+                .acme_object(AcmeKind::Authz, &current.row.id)
                 .await
-            {
-                Ok(_) => return,
-                Err(StoreError::Conflict(_)) => continue,
-                Err(error) => {
-                    tracing::warn!(%error, authz = %authz_id, "could not record a validation result");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
+                .ok()??;
+            current = Loaded::<AuthzDoc>::decode(row).ok()?;
+        }
+        let now_challenge = current.doc.challenges.get(index)?;
+        if now_challenge.status != Status::Processing || current.row.status == "deactivated" {
+            return Some(now_challenge.clone());
+        }
+        let now = unix_now();
+        let mut next = current.clone();
+        let (row_status, expires) = match &result {
+            Ok(()) => {
+                let reuse = i64::try_from(service.config.authz_reuse).unwrap_or(86_400);
+                next.doc.status = Status::Valid;
+                next.doc.challenges[index].status = Status::Valid;
+                next.doc.challenges[index].validated = Some(now);
+                next.doc.expires = now + reuse;
+                ("valid", now + reuse)
+            }
+            Err(error) => {
+                next.doc.status = Status::Invalid;
+                next.doc.challenges[index].status = Status::Invalid;
+                next.doc.challenges[index].error = Some(error_json(error));
+                ("invalid", current.row.expires_at)
+            }
+        };
+        let object = next.updated(row_status, None, expires).ok()?;
+        let written = state
+            .store
+            .apply(Change {
+                acme_objects: vec![object.clone()],
+                ..Change::default()
+            })
+            .await;
+        service.written(std::slice::from_ref(&object), written.is_ok());
+        match written {
+            Ok(_) => return Some(next.doc.challenges[index].clone()),
+            Err(StoreError::Conflict(_)) => continue,
+            Err(error) => {
+                tracing::warn!(%error, authz = %current.row.id, "could not record a validation result");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         }
     }
+    None
 }
 
 /// The CAA identities that authorise this CA.
@@ -1501,13 +1509,14 @@ pub(crate) async fn resume_validations(state: SharedState, service: Arc<AcmeServ
         else {
             continue;
         };
-        spawn_validation(
+        // Nobody waits for the outcome: it is recorded in the authorization.
+        drop(spawn_validation(
             state.clone(),
             service.clone(),
-            authz.row.id.clone(),
+            authz,
             index,
             account.lookup,
-        );
+        ));
     }
 }
 
@@ -1753,6 +1762,7 @@ async fn key_change(
             },
         )
         .await?;
+        ctx.service.forget_account(&account.row.id);
         Ok(json_reply(
             StatusCode::OK,
             account_json(&ctx.urls, &account.row.id, &updated.doc),

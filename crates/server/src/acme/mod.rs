@@ -11,11 +11,12 @@ mod validate;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use certkeeper_acme::{AcmeError, ErrorType, NonceKey};
-use certkeeper_store::{Change, Store};
+use certkeeper_store::{AcmeKind, AcmeObject, Change, Store};
 use tokio::sync::Semaphore;
 
 use crate::ServerError;
@@ -46,7 +47,21 @@ pub struct AcmeService {
     validator: validate::Validator,
     /// Tenants with a directory, and whether each requires external account binding.
     tenants: HashMap<String, bool>,
+    /// Accounts read recently, by id (see [`ACCOUNT_CACHE_TTL`]).
+    accounts: Mutex<HashMap<String, (Instant, Loaded<AccountDoc>)>>,
+    /// Orders and authorizations this server wrote or read recently (see [`OBJECT_CACHE_TTL`]).
+    objects: Mutex<HashMap<(AcmeKind, String), (Instant, AcmeObject)>>,
 }
+
+/// How long an order or authorization this server wrote or read is served from memory. The
+/// store stays the record (a restart loses nothing); every update is still checked against
+/// the stored version, so a stale copy can delay what a client sees, never overwrite a change.
+const OBJECT_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// How long an account read from the store is trusted without reading it again. Changes made
+/// through this server take effect at once; those made by another server sharing the database
+/// (deactivation, key rollover) within this time.
+const ACCOUNT_CACHE_TTL: Duration = Duration::from_secs(2);
 
 impl AcmeService {
     /// Loads (or creates) the nonce key and the used nonces, and prepares the validator.
@@ -99,6 +114,8 @@ impl AcmeService {
             used_nonces: Mutex::new(used),
             unsaved_nonces: Mutex::new(Vec::new()),
             limits: Mutex::new(RateWindows::default()),
+            accounts: Mutex::new(HashMap::new()),
+            objects: Mutex::new(HashMap::new()),
             tenants,
             config,
         })
@@ -131,6 +148,53 @@ impl AcmeService {
             ));
         }
         Ok((id as i64, expires))
+    }
+
+    fn cached_account(&self, id: &str) -> Option<Loaded<AccountDoc>> {
+        let accounts = lock(&self.accounts);
+        let (read_at, account) = accounts.get(id)?;
+        (read_at.elapsed() < ACCOUNT_CACHE_TTL).then(|| account.clone())
+    }
+
+    fn cache_account(&self, account: &Loaded<AccountDoc>) {
+        lock(&self.accounts).insert(account.row.id.clone(), (Instant::now(), account.clone()));
+    }
+
+    fn forget_account(&self, id: &str) {
+        lock(&self.accounts).remove(id);
+    }
+
+    /// An order or authorization: from memory when this server saw it within the TTL.
+    async fn object(
+        &self,
+        store: &Store,
+        kind: AcmeKind,
+        id: &str,
+    ) -> Result<Option<AcmeObject>, certkeeper_store::StoreError> {
+        let key = (kind, id.to_string());
+        if let Some((seen, object)) = lock(&self.objects).get(&key)
+            && seen.elapsed() < OBJECT_CACHE_TTL
+        {
+            return Ok(Some(object.clone()));
+        }
+        let object = store.acme_object(kind, id).await?;
+        if let Some(object) = &object {
+            lock(&self.objects).insert(key, (Instant::now(), object.clone()));
+        }
+        Ok(object)
+    }
+
+    /// Keeps objects just committed (or forgets them when the commit failed).
+    fn written(&self, objects: &[AcmeObject], committed: bool) {
+        let mut cache = lock(&self.objects);
+        for object in objects.iter().filter(|o| o.kind != AcmeKind::Account) {
+            let key = (object.kind, object.id.clone());
+            if committed {
+                cache.insert(key, (Instant::now(), object.clone()));
+            } else {
+                cache.remove(&key);
+            }
+        }
     }
 
     /// Queues a used nonce of a request that writes nothing else, to be persisted soon.
@@ -205,6 +269,8 @@ impl AcmeService {
             tracing::warn!(%error, "could not persist used ACME nonces");
         }
         lock(&self.used_nonces).retain(|_, expires| *expires > now);
+        lock(&self.accounts).retain(|_, (read_at, _)| read_at.elapsed() < ACCOUNT_CACHE_TTL);
+        lock(&self.objects).retain(|_, (seen, _)| seen.elapsed() < OBJECT_CACHE_TTL);
         lock(&self.limits).prune(now, self.config.rate_limits.window as i64);
         // Orders and authorizations are kept a day past expiry so that clients polling late
         // still see what happened.
