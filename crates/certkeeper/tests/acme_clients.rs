@@ -547,3 +547,44 @@ esac"#
         "revoked"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certbot_issues_for_an_ip_address() {
+    let Ok(program) = std::env::var("CERTKEEPER_CERTBOT_ARI") else {
+        panic!(
+            "CERTKEEPER_CERTBOT_ARI is not set: run the tests through scripts/test, which installs certbot 5.8"
+        );
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let http01_port = free_port();
+    let config = acme_config(dir.path(), &dns, http01_port, free_port(), "");
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let certbot = Certbot::new(&program, &dir.path().join("certbot"), &server, "default");
+    let port = http01_port.to_string();
+    let issued = certbot.run(&[
+        "certonly",
+        "--agree-tos",
+        "--register-unsafely-without-email",
+        "--standalone",
+        "--http-01-port",
+        &port,
+        "--http-01-address",
+        "127.0.0.1",
+        "--ip-address",
+        "127.0.0.1",
+    ]);
+    assert!(issued.status.success(), "{}", output_text(&issued));
+    let live = dir.path().join("certbot/conf/live");
+    let lineage = std::fs::read_dir(&live)
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.path().is_dir())
+        .expect("a certificate lineage")
+        .path();
+    let view = certificate_view(&server, &serial_of(&lineage.join("cert.pem"))).await;
+    assert_eq!(view["sans"], serde_json::json!(["IP:127.0.0.1"]));
+}

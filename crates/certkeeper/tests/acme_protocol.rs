@@ -5,7 +5,7 @@
 mod common;
 
 use base64::Engine;
-use common::acme::{DnsServer, RawAcme, acme_config, b64, csr_der, serve_http01};
+use common::acme::{DnsServer, RawAcme, acme_config, b64, challenge_of, csr_der, serve_http01};
 use common::{TestServer, free_port};
 use serde_json::{Value, json};
 
@@ -124,13 +124,7 @@ async fn malformed_and_forbidden_requests_get_the_rfc_8555_error_and_no_certific
         .unwrap()
         .to_string();
     let authz = acme.post(&authz_url, None).await;
-    let challenge = authz.json["challenges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "http-01")
-        .unwrap()
-        .clone();
+    let challenge = challenge_of(&authz.json, "http-01");
     let responder = serve_http01(http01_port, "not-the-key-authorization".into()).await;
     let answer = acme
         .post(challenge["url"].as_str().unwrap(), Some(&json!({})))
@@ -157,13 +151,7 @@ async fn malformed_and_forbidden_requests_get_the_rfc_8555_error_and_no_certific
     let authz = acme
         .post(order.json["authorizations"][0].as_str().unwrap(), None)
         .await;
-    let challenge = authz.json["challenges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "dns-01")
-        .unwrap()
-        .clone();
+    let challenge = challenge_of(&authz.json, "dns-01");
     let key_authorization = format!(
         "{}.{}",
         challenge["token"].as_str().unwrap(),
@@ -247,13 +235,7 @@ async fn accounts_orders_and_nonces_survive_a_restart() {
     let authz = acme
         .post(order.json["authorizations"][0].as_str().unwrap(), None)
         .await;
-    let challenge = authz.json["challenges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "http-01")
-        .unwrap()
-        .clone();
+    let challenge = challenge_of(&authz.json, "http-01");
     let responder = serve_http01(
         http01_port,
         format!(
@@ -481,13 +463,7 @@ async fn answer_dns01(acme: &mut RawAcme, dns: &DnsServer, order: &Value) -> Val
         .as_str()
         .unwrap()
         .to_string();
-    let challenge = authz.json["challenges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "dns-01")
-        .unwrap()
-        .clone();
+    let challenge = challenge_of(&authz.json, "dns-01");
     let key_authorization = format!(
         "{}.{}",
         challenge["token"].as_str().unwrap(),
@@ -540,13 +516,7 @@ async fn rate_limits_answer_rate_limited_with_retry_after() {
     let authz = other
         .post(order.json["authorizations"][0].as_str().unwrap(), None)
         .await;
-    let challenge = authz.json["challenges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "http-01")
-        .unwrap()
-        .clone();
+    let challenge = challenge_of(&authz.json, "http-01");
     // Nothing listens on the http-01 port: the validation fails with a connection error.
     let failed = other
         .post(challenge["url"].as_str().unwrap(), Some(&json!({})))

@@ -474,6 +474,18 @@ fn normalize_sans(sans: Vec<SanEntry>) -> Result<Vec<SanEntry>, Problem> {
     Ok(out)
 }
 
+/// The SANs as the policy sees them.
+fn requested_names(sans: &[SanEntry]) -> Vec<RequestedName> {
+    sans.iter()
+        .map(|san| match san {
+            SanEntry::Dns(v) => RequestedName::Dns(v.clone()),
+            SanEntry::Ip(v) => RequestedName::Ip(*v),
+            SanEntry::Uri(v) => RequestedName::Uri(v.clone()),
+            SanEntry::Email(v) => RequestedName::Email(v.clone()),
+        })
+        .collect()
+}
+
 /// Checks only the names of a request against the policy (for ACME newOrder, before any key
 /// is known): denials about keys or lifetimes are left to issuance.
 pub(crate) fn check_names(
@@ -482,15 +494,7 @@ pub(crate) fn check_names(
     profile: &Profile,
     sans: &[SanEntry],
 ) -> Result<(), Problem> {
-    let names: Vec<RequestedName> = sans
-        .iter()
-        .map(|san| match san {
-            SanEntry::Dns(v) => RequestedName::Dns(v.clone()),
-            SanEntry::Ip(v) => RequestedName::Ip(*v),
-            SanEntry::Uri(v) => RequestedName::Uri(v.clone()),
-            SanEntry::Email(v) => RequestedName::Email(v.clone()),
-        })
-        .collect();
+    let names = requested_names(sans);
     let decision = state.policy.evaluate(&PolicyRequest {
         tenant,
         profile: &profile.name,
@@ -527,15 +531,7 @@ fn check_policy(
     sans: &[SanEntry],
     lifetime: u64,
 ) -> Result<(), Problem> {
-    let names: Vec<RequestedName> = sans
-        .iter()
-        .map(|san| match san {
-            SanEntry::Dns(v) => RequestedName::Dns(v.clone()),
-            SanEntry::Ip(v) => RequestedName::Ip(*v),
-            SanEntry::Uri(v) => RequestedName::Uri(v.clone()),
-            SanEntry::Email(v) => RequestedName::Email(v.clone()),
-        })
-        .collect();
+    let names = requested_names(sans);
     let kind = match key.kind {
         KeyKind::EcdsaP256 => certkeeper_policy::KeyKind::EcdsaP256,
         KeyKind::EcdsaP384 => certkeeper_policy::KeyKind::EcdsaP384,

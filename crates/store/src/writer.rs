@@ -79,19 +79,27 @@ async fn commit_fast(
     changes: &[&Change],
 ) -> Result<Vec<ChangeOutcome>, Option<StoreError>> {
     let mut tx = pool.begin().await.map_err(|e| Some(e.into()))?;
+    // A group without audit entries leaves the chain alone: no need to lock or move its head.
+    let audited = changes.iter().any(|c| !c.audit.is_empty());
     let prepared = async {
-        let head: AnyRow =
-            sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
-                .fetch_one(&mut *tx)
-                .await?;
-        let mut chain: (i64, String) = (head.try_get("seq")?, head.try_get("hash")?);
+        let mut chain: (i64, String) = if audited {
+            let head: AnyRow =
+                sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            (head.try_get("seq")?, head.try_get("hash")?)
+        } else {
+            (0, String::new())
+        };
         let outcomes =
             batch::apply_group(&mut tx, backend, key, changes, now_ms(), &mut chain).await?;
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(chain.0)
-            .bind(&chain.1)
-            .execute(&mut *tx)
-            .await?;
+        if audited {
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(chain.0)
+                .bind(&chain.1)
+                .execute(&mut *tx)
+                .await?;
+        }
         Ok::<_, StoreError>(outcomes)
     }
     .await;

@@ -176,6 +176,17 @@ impl RawAcme {
     }
 }
 
+/// The challenge of `kind` in an authorization object.
+pub fn challenge_of(authz: &Value, kind: &str) -> Value {
+    authz["challenges"]
+        .as_array()
+        .expect("challenges")
+        .iter()
+        .find(|c| c["type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} challenge in {authz}"))
+        .clone()
+}
+
 /// A CSR (DER) for `names` with a fresh P-256 key, made with rcgen.
 pub fn csr_der(names: &[&str]) -> Vec<u8> {
     let key = rcgen::KeyPair::generate().unwrap();

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use super::{
     AccountDoc, AcmeService, AuthzDoc, ChallengeDoc, Failure, Loaded, OrderDoc, Reply, ReplyBody,
     Urls, account_json, authz_json, authz_status, challenge_json, error_json, finish, new_id,
-    new_object, order_json, status_name, unix_now,
+    new_object, order_json, unix_now,
 };
 use crate::auth::{Principal, Role};
 use crate::issuance::{IssueRequest, rfc3339};
@@ -268,7 +268,7 @@ async fn load_account_by_kid(ctx: &Ctx, kid: &str) -> Result<Loaded<AccountDoc>,
     if account.doc.status != Status::Valid {
         return Err(AcmeError::unauthorized(format!(
             "account {kid} is {}; it cannot be used any more",
-            status_name(account.doc.status)
+            account.doc.status.as_str()
         ))
         .into());
     }
@@ -372,14 +372,7 @@ async fn new_nonce_head(
     Path(tenant): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    run(state, tenant, &headers, |_| async {
-        Ok(Reply {
-            status: StatusCode::OK,
-            headers: HeaderMap::new(),
-            body: ReplyBody::Empty,
-        })
-    })
-    .await
+    nonce_reply(state, tenant, &headers, StatusCode::OK).await
 }
 
 async fn new_nonce_get(
@@ -387,9 +380,19 @@ async fn new_nonce_get(
     Path(tenant): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    run(state, tenant, &headers, |_| async {
+    nonce_reply(state, tenant, &headers, StatusCode::NO_CONTENT).await
+}
+
+/// RFC 8555 §7.2: HEAD answers 200, GET 204; `finish` adds the nonce.
+async fn nonce_reply(
+    state: SharedState,
+    tenant: String,
+    headers: &HeaderMap,
+    status: StatusCode,
+) -> Response {
+    run(state, tenant, headers, |_| async move {
         Ok(Reply {
-            status: StatusCode::NO_CONTENT,
+            status,
             headers: HeaderMap::new(),
             body: ReplyBody::Empty,
         })
@@ -469,7 +472,7 @@ async fn new_account(
             if account.doc.status != Status::Valid {
                 return Err(AcmeError::unauthorized(format!(
                     "the account of this key is {}",
-                    status_name(account.doc.status)
+                    account.doc.status.as_str()
                 ))
                 .into());
             }
@@ -618,7 +621,9 @@ async fn account(
         let verified = verify(&ctx, &headers, &uri, &body, KeyMode::Kid).await?;
         let account = verified.account()?;
         if account.row.id != id {
-            return Err(AcmeError::unauthorized("an account can only read or change itself").into());
+            return Err(
+                AcmeError::unauthorized("an account can only read or change itself").into(),
+            );
         }
         let payload = payload_object(&verified.jws)?;
         let mut updated = account.clone();
@@ -649,7 +654,7 @@ async fn account(
                 account_json(&ctx.urls, &id, &account.doc),
             ));
         }
-        let object = updated.updated(status_name(updated.doc.status), None, 0)?;
+        let object = updated.updated(updated.doc.status.as_str(), None, 0)?;
         commit(
             &ctx,
             Change {
@@ -659,7 +664,7 @@ async fn account(
                     &actor(&id),
                     action,
                     &id,
-                    json!({"status": status_name(updated.doc.status), "contact": updated.doc.contact}),
+                    json!({"status": updated.doc.status.as_str(), "contact": updated.doc.contact}),
                 )],
                 ..Change::default()
             },
@@ -1086,7 +1091,7 @@ async fn finalize(
                 ErrorType::OrderNotReady,
                 format!(
                     "the order is {}; finalize it once every authorization is valid (status ready)",
-                    status_name(status)
+                    status.as_str()
                 ),
             )
             .into());
@@ -1247,7 +1252,7 @@ async fn authorization(
                 if !matches!(status, Status::Pending | Status::Valid) {
                     return Err(AcmeError::malformed(format!(
                         "only a pending or valid authorization can be deactivated; this one is {}",
-                        status_name(status)
+                        status.as_str()
                     ))
                     .into());
                 }

@@ -126,20 +126,6 @@ pub(crate) fn new_object<T: Serialize>(
     })
 }
 
-/// The status name as stored and shown.
-pub(crate) fn status_name(status: Status) -> &'static str {
-    match status {
-        Status::Pending => "pending",
-        Status::Ready => "ready",
-        Status::Processing => "processing",
-        Status::Valid => "valid",
-        Status::Invalid => "invalid",
-        Status::Deactivated => "deactivated",
-        Status::Expired => "expired",
-        Status::Revoked => "revoked",
-    }
-}
-
 /// URLs of one tenant's directory.
 #[derive(Debug, Clone)]
 pub(crate) struct Urls {
@@ -176,7 +162,7 @@ impl Urls {
 
 pub(crate) fn account_json(urls: &Urls, id: &str, doc: &AccountDoc) -> Value {
     let mut value = json!({
-        "status": status_name(doc.status),
+        "status": doc.status.as_str(),
         "contact": doc.contact,
         "orders": format!("{}/orders", urls.account(id)),
     });
@@ -191,7 +177,7 @@ pub(crate) fn account_json(urls: &Urls, id: &str, doc: &AccountDoc) -> Value {
 
 pub(crate) fn order_json(urls: &Urls, id: &str, doc: &OrderDoc, status: Status) -> Value {
     let mut value = json!({
-        "status": status_name(status),
+        "status": status.as_str(),
         "expires": rfc3339(doc.expires),
         "identifiers": doc.identifiers,
         "authorizations": doc.authorizations.iter().map(|a| urls.authz(a)).collect::<Vec<_>>(),
@@ -219,7 +205,7 @@ pub(crate) fn challenge_json(
     let mut value = json!({
         "type": challenge.kind,
         "url": urls.challenge(authz_id, index),
-        "status": status_name(challenge.status),
+        "status": challenge.status.as_str(),
         "token": challenge.token,
     });
     if let Some(at) = challenge.validated {
@@ -234,7 +220,7 @@ pub(crate) fn challenge_json(
 pub(crate) fn authz_json(urls: &Urls, id: &str, doc: &AuthzDoc, status: Status) -> Value {
     let mut value = json!({
         "identifier": doc.identifier,
-        "status": status_name(status),
+        "status": status.as_str(),
         "expires": rfc3339(doc.expires),
         "challenges": doc.challenges.iter().enumerate()
             .map(|(i, c)| challenge_json(urls, id, i, c)).collect::<Vec<_>>(),
