@@ -671,3 +671,101 @@ async fn ip_identifiers_validate_over_http01_and_profiles_are_offered() {
         vec![certkeeper_pki::SanEntry::Ip("127.0.0.1".parse().unwrap())]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn authorizations_are_reused_and_the_certificate_key_can_revoke() {
+    use common::acme::csr_der_with_key;
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let config = acme_config(dir.path(), &dns, free_port(), free_port(), "");
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let directory = server.url("/acme/default/directory");
+    let mut acme = RawAcme::new(root_client(&server), &directory).await;
+    acme.register().await;
+    // Contacts can be changed; a non-mailto contact is refused.
+    let kid = acme.kid.clone().unwrap();
+    let updated = acme
+        .post(&kid, Some(&json!({"contact": ["mailto:pki@example.com"]})))
+        .await;
+    assert_eq!(
+        updated.json["contact"],
+        json!(["mailto:pki@example.com"]),
+        "{}",
+        updated.text
+    );
+    let refused = acme
+        .post(&kid, Some(&json!({"contact": ["tel:+1555"]})))
+        .await;
+    assert_eq!(
+        refused.error_type(),
+        "unsupportedContact",
+        "{}",
+        refused.text
+    );
+
+    let first = acme.new_order(&[("dns", "reuse.example.com")]).await;
+    let outcome = answer_dns01(&mut acme, &dns, &first.json).await;
+    assert_eq!(outcome["status"], "valid", "{outcome}");
+    // The next order of the same account for the same name is ready at once.
+    let second = acme.new_order(&[("dns", "reuse.example.com")]).await;
+    assert_eq!(second.status, 201);
+    assert_eq!(second.json["status"], "ready", "{}", second.text);
+    assert_eq!(second.json["authorizations"], first.json["authorizations"]);
+
+    // Finalize with a key the test keeps, then revoke signed by that key (no account).
+    let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &aws_lc_rs::rand::SystemRandom::new(),
+    )
+    .unwrap();
+    let certificate_key = rcgen::KeyPair::try_from(pkcs8.as_ref()).unwrap();
+    let done = acme
+        .post(
+            second.json["finalize"].as_str().unwrap(),
+            Some(&json!({"csr": b64(&csr_der_with_key(&["reuse.example.com"], &certificate_key))})),
+        )
+        .await;
+    assert_eq!(done.json["status"], "valid", "{}", done.text);
+    let chain = acme
+        .post(done.json["certificate"].as_str().unwrap(), None)
+        .await;
+    let leaf = pem::parse(&chain.text).unwrap().into_contents();
+    let serial = certkeeper_pki::parse_certificate(&leaf).unwrap().serial;
+
+    // Another key cannot revoke it; the certificate's own key can.
+    let mut stranger = RawAcme::new(root_client(&server), &directory).await;
+    let url = stranger.url("revokeCert");
+    let denied = stranger
+        .post(&url, Some(&json!({"certificate": b64(&leaf), "reason": 1})))
+        .await;
+    assert_eq!(denied.error_type(), "unauthorized", "{}", denied.text);
+    let mut holder = RawAcme::with_key(root_client(&server), &directory, pkcs8.as_ref()).await;
+    let bad_reason = holder
+        .post(&url, Some(&json!({"certificate": b64(&leaf), "reason": 7})))
+        .await;
+    assert_eq!(
+        bad_reason.error_type(),
+        "badRevocationReason",
+        "{}",
+        bad_reason.text
+    );
+    let revoked = holder
+        .post(&url, Some(&json!({"certificate": b64(&leaf), "reason": 1})))
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    let again = holder
+        .post(&url, Some(&json!({"certificate": b64(&leaf), "reason": 1})))
+        .await;
+    assert_eq!(again.error_type(), "alreadyRevoked", "{}", again.text);
+    let (status, view, _) = server
+        .get(
+            &format!("/api/v1/certificates/{serial}"),
+            Some(server.token()),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(view["revocation_reason"], "keyCompromise");
+}

@@ -48,6 +48,14 @@ pub struct RawAcme {
 
 impl RawAcme {
     pub async fn new(http: reqwest::Client, directory_url: &str) -> RawAcme {
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        RawAcme::with_key(http, directory_url, pkcs8.as_ref()).await
+    }
+
+    /// A client whose key is this P-256 PKCS#8 key (for example a certificate's key).
+    pub async fn with_key(http: reqwest::Client, directory_url: &str, pkcs8: &[u8]) -> RawAcme {
         let directory: Value = http
             .get(directory_url)
             .send()
@@ -56,11 +64,7 @@ impl RawAcme {
             .json()
             .await
             .unwrap();
-        let pkcs8 =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                .unwrap();
-        let key =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).unwrap();
         RawAcme {
             http,
             directory,
@@ -189,12 +193,16 @@ pub fn challenge_of(authz: &Value, kind: &str) -> Value {
 
 /// A CSR (DER) for `names` with a fresh P-256 key, made with rcgen.
 pub fn csr_der(names: &[&str]) -> Vec<u8> {
-    let key = rcgen::KeyPair::generate().unwrap();
+    csr_der_with_key(names, &rcgen::KeyPair::generate().unwrap())
+}
+
+/// A CSR (DER) for `names` with `key`.
+pub fn csr_der_with_key(names: &[&str], key: &rcgen::KeyPair) -> Vec<u8> {
     let mut params =
         rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
             .unwrap();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.serialize_request(&key).unwrap().der().to_vec()
+    params.serialize_request(key).unwrap().der().to_vec()
 }
 
 /// A tiny http-01 responder: answers every request with `body`, on 127.0.0.1:`port`.
