@@ -51,6 +51,8 @@ pub struct AcmeService {
     accounts: Mutex<HashMap<String, (Instant, Loaded<AccountDoc>)>>,
     /// Orders and authorizations this server wrote or read recently (see [`OBJECT_CACHE_TTL`]).
     objects: Mutex<HashMap<(AcmeKind, String), (Instant, AcmeObject)>>,
+    /// Housekeeping rounds so far.
+    rounds: std::sync::atomic::AtomicU64,
 }
 
 /// How long an order or authorization this server wrote or read is served from memory. The
@@ -116,6 +118,7 @@ impl AcmeService {
             limits: Mutex::new(RateWindows::default()),
             accounts: Mutex::new(HashMap::new()),
             objects: Mutex::new(HashMap::new()),
+            rounds: std::sync::atomic::AtomicU64::new(0),
             tenants,
             config,
         })
@@ -254,7 +257,8 @@ impl AcmeService {
         (count, (start + window - now).max(1) as u64)
     }
 
-    /// Persists queued nonces, forgets expired ones, and deletes expired objects.
+    /// Called every 200 ms: persists queued nonces; now and then forgets what expired in
+    /// memory and deletes expired nonces and objects from the store.
     pub async fn housekeeping(&self, store: &Store) {
         let now = unix_now();
         let unsaved = std::mem::take(&mut *lock(&self.unsaved_nonces));
@@ -268,13 +272,22 @@ impl AcmeService {
         {
             tracing::warn!(%error, "could not persist used ACME nonces");
         }
-        lock(&self.used_nonces).retain(|_, expires| *expires > now);
-        lock(&self.accounts).retain(|_, (read_at, _)| read_at.elapsed() < ACCOUNT_CACHE_TTL);
-        lock(&self.objects).retain(|_, (seen, _)| seen.elapsed() < OBJECT_CACHE_TTL);
-        lock(&self.limits).prune(now, self.config.rate_limits.window as i64);
-        // Orders and authorizations are kept a day past expiry so that clients polling late
-        // still see what happened.
-        if let Err(error) = store.acme_cleanup(now, now - 86_400).await {
+        let round = self
+            .rounds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if round % 10 == 0 {
+            lock(&self.accounts).retain(|_, (read_at, _)| read_at.elapsed() < ACCOUNT_CACHE_TTL);
+            lock(&self.objects).retain(|_, (seen, _)| seen.elapsed() < OBJECT_CACHE_TTL);
+        }
+        if round % 50 == 0 {
+            lock(&self.used_nonces).retain(|_, expires| *expires > now);
+            lock(&self.limits).prune(now, self.config.rate_limits.window as i64);
+        }
+        // Once a minute. Orders and authorizations are kept a day past expiry so that clients
+        // polling late still see what happened.
+        if round % 300 == 0
+            && let Err(error) = store.acme_cleanup(now, now - 86_400).await
+        {
             tracing::warn!(%error, "ACME clean-up failed");
         }
     }
