@@ -275,17 +275,17 @@ impl AcmeService {
         let round = self
             .rounds
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if round % 10 == 0 {
+        if round.is_multiple_of(10) {
             lock(&self.accounts).retain(|_, (read_at, _)| read_at.elapsed() < ACCOUNT_CACHE_TTL);
             lock(&self.objects).retain(|_, (seen, _)| seen.elapsed() < OBJECT_CACHE_TTL);
         }
-        if round % 50 == 0 {
+        if round.is_multiple_of(50) {
             lock(&self.used_nonces).retain(|_, expires| *expires > now);
             lock(&self.limits).prune(now, self.config.rate_limits.window as i64);
         }
         // Once a minute. Orders and authorizations are kept a day past expiry so that clients
         // polling late still see what happened.
-        if round % 300 == 0
+        if round.is_multiple_of(300)
             && let Err(error) = store.acme_cleanup(now, now - 86_400).await
         {
             tracing::warn!(%error, "ACME clean-up failed");
