@@ -769,3 +769,99 @@ async fn authorizations_are_reused_and_the_certificate_key_can_revoke() {
     assert_eq!(status, 200);
     assert_eq!(view["revocation_reason"], "keyCompromise");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_tenant_directory_applies_its_own_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let config = acme_config(
+        dir.path(),
+        &dns,
+        free_port(),
+        free_port(),
+        r#"[[acme.tenant]]
+name = "team-a"
+
+[[rule]]
+name = "team-a-names"
+tenants = ["team-a"]
+profiles = ["tls-server"]
+allow_dns = [".team-a.example.com"]
+
+[[rule]]
+name = "default-names"
+tenants = ["default"]
+profiles = ["tls-server"]
+allow_dns = [".example.com"]
+deny_dns = [".team-a.example.com"]
+"#,
+    );
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let mut team = RawAcme::new(root_client(&server), &server.url("/acme/team-a/directory")).await;
+    team.register().await;
+    let mut other =
+        RawAcme::new(root_client(&server), &server.url("/acme/default/directory")).await;
+    other.register().await;
+
+    // team-a's directory takes team-a's names and refuses the rest.
+    let own = team.new_order(&[("dns", "www.team-a.example.com")]).await;
+    assert_eq!(own.status, 201, "{}", own.text);
+    let foreign = team.new_order(&[("dns", "www.example.com")]).await;
+    assert_eq!(
+        foreign.error_type(),
+        "rejectedIdentifier",
+        "{}",
+        foreign.text
+    );
+    // The default directory's policy denies team-a's names.
+    let denied = other.new_order(&[("dns", "www.team-a.example.com")]).await;
+    assert_eq!(denied.error_type(), "rejectedIdentifier", "{}", denied.text);
+    assert!(
+        denied.json["detail"]
+            .as_str()
+            .unwrap()
+            .contains("default-names"),
+        "{}",
+        denied.text
+    );
+    // An account of one directory does not exist in another.
+    let kid = team.kid.clone().unwrap();
+    let foreign_kid = kid.replace("/acme/team-a/", "/acme/default/");
+    other.kid = Some(foreign_kid);
+    let url = other.url("newOrder");
+    let wrong = other
+        .post(
+            &url,
+            Some(&json!({"identifiers": [{"type": "dns", "value": "x.example.com"}]})),
+        )
+        .await;
+    assert_eq!(wrong.error_type(), "accountDoesNotExist", "{}", wrong.text);
+
+    // Issued through team-a's directory, the certificate belongs to tenant team-a.
+    let outcome = answer_dns01(&mut team, &dns, &own.json).await;
+    assert_eq!(outcome["status"], "valid", "{outcome}");
+    let done = team
+        .post(
+            own.json["finalize"].as_str().unwrap(),
+            Some(&json!({"csr": b64(&csr_der(&["www.team-a.example.com"]))})),
+        )
+        .await;
+    assert_eq!(done.json["status"], "valid", "{}", done.text);
+    let chain = team
+        .post(done.json["certificate"].as_str().unwrap(), None)
+        .await;
+    let serial =
+        certkeeper_pki::parse_certificate(&pem::parse(&chain.text).unwrap().into_contents())
+            .unwrap()
+            .serial;
+    let (_, view, _) = server
+        .get(
+            &format!("/api/v1/certificates/{serial}"),
+            Some(server.token()),
+        )
+        .await;
+    assert_eq!(view["tenant"], "team-a");
+}
