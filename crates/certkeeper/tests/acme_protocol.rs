@@ -87,7 +87,35 @@ async fn malformed_and_forbidden_requests_get_the_rfc_8555_error_and_no_certific
             "{alg}: {}",
             refused.text
         );
+        assert!(
+            refused.json["algorithms"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("ES256")),
+            "{}",
+            refused.text
+        );
     }
+
+    // Not JOSE: 415. A GET on a POST-only resource: 405 with a problem and a nonce.
+    let header = acme.header(&url).await;
+    let body = acme.sign(&header, None);
+    let plain = acme
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status().as_u16(), 415);
+    let get = acme.http.get(&url).send().await.unwrap();
+    assert_eq!(get.status().as_u16(), 405);
+    assert!(get.headers().contains_key("replay-nonce"));
+    assert_eq!(get.headers()["allow"], "POST");
+    // Updating an account with its own status is ignored (RFC 8555 §7.3.2).
+    let same = acme.post(&url, Some(&json!({"status": "valid"}))).await;
+    assert_eq!(same.status, 200, "{}", same.text);
 
     // Finalize before the order is ready: orderNotReady.
     let order = acme.new_order(&[("dns", "www.example.com")]).await;
@@ -171,6 +199,16 @@ async fn malformed_and_forbidden_requests_get_the_rfc_8555_error_and_no_certific
         )
         .await;
     assert_eq!(mismatch.error_type(), "badCSR", "{}", mismatch.text);
+    // A CSR for the account's own key: badCSR (RFC 8555 §11.1).
+    let account_key = rcgen::KeyPair::try_from(acme.pkcs8.as_slice()).unwrap();
+    let own_key = acme
+        .post(
+            order.json["finalize"].as_str().unwrap(),
+            Some(&json!({"csr": b64(&common::acme::csr_der_with_key(&["csr.example.com"], &account_key))})),
+        )
+        .await;
+    assert_eq!(own_key.error_type(), "badCSR", "{}", own_key.text);
+    assert!(own_key.text.contains("account key"), "{}", own_key.text);
     // The order is still ready: a correct CSR is accepted afterwards.
     let good = acme
         .post(
@@ -509,7 +547,7 @@ async fn rate_limits_answer_rate_limited_with_retry_after() {
         .unwrap();
     assert!(wait > 0 && wait <= 3600, "Retry-After {wait}");
 
-    // A failed validation counts against the name, for every account.
+    // A failed validation counts against the name, for that account.
     let mut other = RawAcme::new(root_client(&server), &directory).await;
     other.register().await;
     let order = other.new_order(&[("dns", "broken.example.com")]).await;
@@ -529,6 +567,11 @@ async fn rate_limits_answer_rate_limited_with_retry_after() {
     let refused = other.new_order(&[("dns", "broken.example.com")]).await;
     assert_eq!(refused.error_type(), "rateLimited", "{}", refused.text);
     assert!(refused.headers.contains_key("retry-after"));
+    // Another account's allowance is its own: nobody can lock a name for everyone.
+    let mut third = RawAcme::new(root_client(&server), &directory).await;
+    third.register().await;
+    let fine = third.new_order(&[("dns", "broken.example.com")]).await;
+    assert_eq!(fine.status, 201, "{}", fine.text);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -714,6 +757,66 @@ async fn authorizations_are_reused_and_the_certificate_key_can_revoke() {
     assert_eq!(second.status, 201);
     assert_eq!(second.json["status"], "ready", "{}", second.text);
     assert_eq!(second.json["authorizations"], first.json["authorizations"]);
+
+    // Two concurrent finalize requests for one ready order: exactly one certificate.
+    let racing = acme
+        .new_order(&[
+            ("dns", "reuse.example.com"),
+            ("dns", "www.reuse.example.com"),
+        ])
+        .await;
+    let outcome = {
+        let authz = acme
+            .post(racing.json["authorizations"][1].as_str().unwrap(), None)
+            .await;
+        let name = authz.json["identifier"]["value"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let challenge = challenge_of(&authz.json, "dns-01");
+        let key_authorization = format!(
+            "{}.{}",
+            challenge["token"].as_str().unwrap(),
+            acme.thumbprint()
+        );
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key_authorization.as_bytes());
+        dns.set_txt(&name, &b64(digest.as_ref())).await;
+        acme.post(challenge["url"].as_str().unwrap(), Some(&json!({})))
+            .await
+            .json
+    };
+    assert_eq!(outcome["status"], "valid", "{outcome}");
+    let before = server.inventory_count().await;
+    let finalize_url = racing.json["finalize"].as_str().unwrap().to_string();
+    let csr = json!({"csr": b64(&csr_der(&["reuse.example.com", "www.reuse.example.com"]))});
+    let first_header = acme.header(&finalize_url).await;
+    let first_body = acme.sign(&first_header, Some(&csr));
+    let second_header = acme.header(&finalize_url).await;
+    let second_body = acme.sign(&second_header, Some(&csr));
+    let send = |body: Value| {
+        let http = acme.http.clone();
+        let url = finalize_url.clone();
+        async move {
+            let response = http
+                .post(&url)
+                .header("content-type", "application/jose+json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let (a, b) = tokio::join!(send(first_body), send(second_body));
+    let valid = [&a, &b].iter().filter(|(status, _)| *status == 200).count();
+    assert_eq!(valid, 1, "{a:?} {b:?}");
+    assert!(
+        a.1.contains("orderNotReady") || b.1.contains("orderNotReady"),
+        "{a:?} {b:?}"
+    );
+    assert_eq!(server.inventory_count().await, before + 1);
 
     // Finalize with a key the test keeps, then revoke signed by that key (no account).
     let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(

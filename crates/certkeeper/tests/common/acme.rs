@@ -42,6 +42,8 @@ pub struct RawAcme {
     pub http: reqwest::Client,
     pub directory: Value,
     pub key: EcdsaKeyPair,
+    /// The account key, PKCS#8.
+    pub pkcs8: Vec<u8>,
     pub kid: Option<String>,
     nonce: Option<String>,
 }
@@ -69,6 +71,7 @@ impl RawAcme {
             http,
             directory,
             key,
+            pkcs8: pkcs8.to_vec(),
             kid: None,
             nonce: None,
         }

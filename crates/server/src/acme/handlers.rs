@@ -47,19 +47,68 @@ pub fn router() -> Router<SharedState> {
             "/acme/{tenant}/new-nonce",
             get(new_nonce_get).head(new_nonce_head),
         )
-        .route("/acme/{tenant}/new-account", post(new_account))
-        .route("/acme/{tenant}/account/{id}", post(account))
-        .route("/acme/{tenant}/account/{id}/orders", post(account_orders))
-        .route("/acme/{tenant}/new-order", post(new_order))
-        .route("/acme/{tenant}/order/{id}", post(order))
-        .route("/acme/{tenant}/order/{id}/finalize", post(finalize))
-        .route("/acme/{tenant}/authz/{id}", post(authorization))
-        .route("/acme/{tenant}/chall/{authz}/{index}", post(challenge))
-        .route("/acme/{tenant}/cert/{serial}", post(certificate))
-        .route("/acme/{tenant}/revoke-cert", post(revoke_cert))
-        .route("/acme/{tenant}/key-change", post(key_change))
+        .route(
+            "/acme/{tenant}/new-account",
+            post(new_account).fallback(post_only),
+        )
+        .route(
+            "/acme/{tenant}/account/{id}",
+            post(account).fallback(post_only),
+        )
+        .route(
+            "/acme/{tenant}/account/{id}/orders",
+            post(account_orders).fallback(post_only),
+        )
+        .route(
+            "/acme/{tenant}/new-order",
+            post(new_order).fallback(post_only),
+        )
+        .route("/acme/{tenant}/order/{id}", post(order).fallback(post_only))
+        .route(
+            "/acme/{tenant}/order/{id}/finalize",
+            post(finalize).fallback(post_only),
+        )
+        .route(
+            "/acme/{tenant}/authz/{id}",
+            post(authorization).fallback(post_only),
+        )
+        .route(
+            "/acme/{tenant}/chall/{authz}/{index}",
+            post(challenge).fallback(post_only),
+        )
+        .route(
+            "/acme/{tenant}/cert/{serial}",
+            post(certificate).fallback(post_only),
+        )
+        .route(
+            "/acme/{tenant}/revoke-cert",
+            post(revoke_cert).fallback(post_only),
+        )
+        .route(
+            "/acme/{tenant}/key-change",
+            post(key_change).fallback(post_only),
+        )
         .route("/acme/{tenant}/renewal-info/{*id}", get(renewal_info))
         .layer(axum::middleware::map_request(host_from_authority))
+}
+
+/// Every ACME resource but the directory, newNonce and renewalInfo is POST only (RFC 8555 §6.3).
+async fn post_only(
+    State(state): State<SharedState>,
+    Path(params): Path<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let tenant = params.get("tenant").cloned().unwrap_or_default();
+    run(state, tenant, &headers, |_| async {
+        Err(Failure {
+            error: AcmeError::malformed(
+                "this resource only accepts POST; read it with POST-as-GET (an empty payload)",
+            ),
+            retry_after: None,
+            status: Some(StatusCode::METHOD_NOT_ALLOWED),
+        })
+    })
+    .await
 }
 
 /// HTTP/2 requests carry the host in the URI authority, not a Host header; URLs are built
@@ -134,10 +183,7 @@ where
             })
             .await
         }
-        Err(error) => Err(Failure {
-            error,
-            retry_after: None,
-        }),
+        Err(error) => Err(error.into()),
     };
     finish(&service, &directory, result)
 }
@@ -189,10 +235,13 @@ async fn verify(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !content_type.starts_with("application/jose+json") {
-        return Err(AcmeError::malformed(format!(
-            "Content-Type is {content_type:?}; ACME requests are application/jose+json"
-        ))
-        .into());
+        return Err(Failure {
+            error: AcmeError::malformed(format!(
+                "Content-Type is {content_type:?}; ACME requests are application/jose+json"
+            )),
+            retry_after: None,
+            status: Some(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        });
     }
     let jws = Jws::parse(body)?;
     let signer = match (&jws.key, mode) {
@@ -266,11 +315,15 @@ async fn load_account_by_kid(ctx: &Ctx, kid: &str) -> Result<Loaded<AccountDoc>,
         .into());
     }
     if account.doc.status != Status::Valid {
-        return Err(AcmeError::unauthorized(format!(
-            "account {kid} is {}; it cannot be used any more",
-            account.doc.status.as_str()
-        ))
-        .into());
+        // RFC 8555 §7.3.6: 401 for requests of a deactivated account.
+        return Err(Failure {
+            error: AcmeError::unauthorized(format!(
+                "account {kid} is {}; it cannot be used any more",
+                account.doc.status.as_str()
+            )),
+            retry_after: None,
+            status: Some(StatusCode::UNAUTHORIZED),
+        });
     }
     Ok(account)
 }
@@ -291,11 +344,14 @@ async fn commit(ctx: &Ctx, change: Change) -> Result<certkeeper_store::ChangeOut
             "this nonce was already used; retry with the nonce in this response",
         )
         .into()),
-        Err(StoreError::Conflict(detail)) => Err(AcmeError::new(
-            ErrorType::Malformed,
-            format!("the object changed while this request ran ({detail}); retry"),
-        )
-        .into()),
+        Err(StoreError::Conflict(detail)) => {
+            tracing::debug!(%detail, "ACME write lost a race");
+            Err(AcmeError::new(
+                ErrorType::Malformed,
+                "the object changed while this request ran; fetch it and retry",
+            )
+            .into())
+        }
         Err(error) => Err(error.into()),
     }
 }
@@ -501,6 +557,7 @@ async fn new_account(
                 format!("agree to the terms of service at {terms} (termsOfServiceAgreed: true)"),
             )));
         }
+        let eab_binding = payload.get("externalAccountBinding").cloned();
         let eab_kid = match payload.get("externalAccountBinding") {
             Some(binding) => Some(check_binding(&ctx, binding, jwk).await?),
             None if ctx.require_eab => {
@@ -522,6 +579,7 @@ async fn new_account(
             jwk: jwk.to_json(),
             created_at: unix_now(),
             eab_kid: eab_kid.clone(),
+            eab: eab_binding,
             terms_agreed: agreed,
         };
         let object = new_object(
@@ -633,19 +691,11 @@ async fn account(
             updated.doc.contact = contacts(Some(contact))?;
             changed = true;
         }
-        match payload.get("status") {
-            None => {}
-            Some(Value::String(s)) if s == "deactivated" => {
-                updated.doc.status = Status::Deactivated;
-                action = "acme.account.deactivate";
-                changed = true;
-            }
-            Some(other) => {
-                return Err(AcmeError::malformed(format!(
-                    "an account's status can only be set to \"deactivated\", not {other}"
-                ))
-                .into());
-            }
+        // RFC 8555 §7.3.2: other status values are ignored; only deactivation is a change.
+        if payload.get("status").and_then(Value::as_str) == Some("deactivated") {
+            updated.doc.status = Status::Deactivated;
+            action = "acme.account.deactivate";
+            changed = true;
         }
         if !changed {
             ctx.service.remember_nonce(verified.nonce);
@@ -794,9 +844,12 @@ async fn new_order(
         // Rate limits: failed validations first (they do not count an order), then orders.
         let limits = &ctx.service.config.rate_limits;
         for identifier in &identifiers {
-            let (failed, wait) = ctx.service.failed_validations(&identifier.key());
+            let (failed, wait) = ctx
+                .service
+                .failed_validations(&failure_key(&ctx.tenant, &account.row.id, &identifier.key()));
             if failed >= limits.failed_validations_per_name {
                 return Err(Failure {
+                    status: None,
                     error: AcmeError::new(
                         ErrorType::RateLimited,
                         format!(
@@ -812,14 +865,16 @@ async fn new_order(
             (format!("account {}", account.row.id), limits.orders_per_account),
             (format!("tenant {}", ctx.tenant), limits.orders_per_tenant),
         ];
-        keys.extend(
-            identifiers
-                .iter()
-                .map(|i| (format!("name {}", i.key()), limits.orders_per_name)),
-        );
+        keys.extend(identifiers.iter().map(|i| {
+            (
+                format!("name {} in tenant {} by account {}", i.key(), ctx.tenant, account.row.id),
+                limits.orders_per_name,
+            )
+        }));
         ctx.service.rate_limit(&keys).map_err(|(error, wait)| Failure {
             error,
             retry_after: Some(wait),
+            status: None,
         })?;
 
         let now = unix_now();
@@ -831,7 +886,11 @@ async fn new_order(
             }
             Some(_) => return Err(AcmeError::malformed("`replaces` must be a string").into()),
         };
-        let expires = now + i64::try_from(ctx.service.config.order_lifetime).unwrap_or(86_400);
+        let replaces_key = match &replaces {
+            Some(id) => canonical_ari_id(id)?,
+            None => String::new(),
+        };
+        let mut expires = now + i64::try_from(ctx.service.config.order_lifetime).unwrap_or(86_400);
         let mut objects = Vec::new();
         let mut authorization_ids = Vec::new();
         let mut statuses = Vec::new();
@@ -843,6 +902,8 @@ async fn new_order(
                 .acme_reusable_authz(&account.row.id, &key, now)
                 .await?
             {
+                // The order cannot outlive an authorization it relies on.
+                expires = expires.min(row.expires_at);
                 authorization_ids.push(row.id.clone());
                 statuses.push(Status::Valid);
                 continue;
@@ -895,7 +956,7 @@ async fn new_order(
             AcmeKind::Order,
             &order_id,
             (&ctx.tenant, &account.row.id),
-            replaces.as_deref().unwrap_or(""),
+            &replaces_key,
             "pending",
             expires,
             &doc,
@@ -917,6 +978,12 @@ async fn new_order(
         .with_header(header::LOCATION, &ctx.urls.order(&order_id)))
     })
     .await
+}
+
+/// The rate-limit key of failed validations: per tenant, account and identifier, so that no
+/// account can use up another's allowance.
+fn failure_key(tenant: &str, account_id: &str, identifier_key: &str) -> String {
+    format!("{identifier_key} in tenant {tenant} by account {account_id}")
 }
 
 /// RFC 9773 §5: the replaced certificate must be this account's, share an identifier with the
@@ -941,9 +1008,14 @@ async fn check_replaces(
         ))
         .into());
     }
-    let earlier = ctx.app().store.acme_orders_replacing(ari_id).await?;
+    let earlier = ctx
+        .app()
+        .store
+        .acme_orders_replacing(&canonical_ari_id(ari_id)?)
+        .await?;
     for row in earlier {
-        if row.status != "invalid" {
+        let order = Loaded::<OrderDoc>::decode(row.clone())?;
+        if order_status(ctx, &order.doc).await? != Status::Invalid {
             return Err(AcmeError::new(
                 ErrorType::AlreadyReplaced,
                 format!(
@@ -955,6 +1027,12 @@ async fn check_replaces(
         }
     }
     Ok(record.id)
+}
+
+/// The ARI id in its canonical form (minimal serial encoding), as orders are stored under it.
+fn canonical_ari_id(ari_id: &str) -> Result<String, Failure> {
+    let (aki, serial) = parse_ari_cert_id(ari_id)?;
+    Ok(ari_cert_id(&aki, &serial))
 }
 
 fn san_text(identifier: &Identifier) -> String {
@@ -1105,10 +1183,70 @@ async fn finalize(
             .decode(csr_text)
             .map_err(|_| AcmeError::new(ErrorType::BadCsr, "`csr` is not unpadded base64url"))?;
         let actor_id = actor(&account.row.id);
+        // CSR checks that leave the order ready for a corrected CSR.
+        if let Err(problem) = check_csr(&account, &order, &csr_der) {
+            ctx.service.remember_nonce(verified.nonce);
+            let problem = ctx
+                .app()
+                .audit_denial(&actor_id, "certificate.issue", &id, problem)
+                .await;
+            return Err(Failure::from(problem));
+        }
+        // Claim the order (ready -> processing) before anything is signed: of two concurrent
+        // finalize requests only one signs, and no signed certificate goes unrecorded.
+        let mut claimed = order.clone();
+        claimed.doc.status = Status::Processing;
+        let claim = claimed.updated("processing", None, order.row.expires_at)?;
+        let written = ctx
+            .app()
+            .store
+            .apply(Change {
+                acme_objects: vec![claim.clone()],
+                acme_nonces: vec![verified.nonce],
+                ..Change::default()
+            })
+            .await;
+        ctx.service
+            .written(std::slice::from_ref(&claim), written.is_ok());
+        match written {
+            Ok(_) => {}
+            Err(StoreError::Conflict(detail)) if detail.contains("nonce") => {
+                return Err(AcmeError::new(
+                    ErrorType::BadNonce,
+                    "this nonce was already used; retry with the nonce in this response",
+                )
+                .into());
+            }
+            Err(StoreError::Conflict(_)) => {
+                return Err(AcmeError::new(
+                    ErrorType::OrderNotReady,
+                    "the order is being finalized by another request; fetch the order",
+                )
+                .into());
+            }
+            Err(error) => return Err(error.into()),
+        }
+        let order = Loaded {
+            row: claim,
+            doc: claimed.doc,
+        };
         let outcome = finalize_checked(&ctx, &account, &order, &csr_der).await;
         let (record, response) = match outcome {
             Ok(done) => done,
             Err(problem) => {
+                // Back to ready, so that the client can finalize with an acceptable CSR.
+                let mut back = order.clone();
+                back.doc.status = Status::Pending;
+                if let Ok(object) = back.updated("pending", None, order.row.expires_at) {
+                    let _ = commit(
+                        &ctx,
+                        Change {
+                            acme_objects: vec![object],
+                            ..Change::default()
+                        },
+                    )
+                    .await;
+                }
                 let problem = ctx
                     .app()
                     .audit_denial(&actor_id, "certificate.issue", &id, problem)
@@ -1125,7 +1263,6 @@ async fn finalize(
             Change {
                 certificates: vec![record.clone()],
                 acme_objects: vec![object],
-                acme_nonces: vec![verified.nonce],
                 supersede: order.doc.replaces_certificate_id.into_iter().collect(),
                 audit: vec![audit(
                     &actor_id,
@@ -1155,20 +1292,13 @@ async fn finalize(
     .await
 }
 
-/// Checks the CSR against the order (RFC 8555 §7.4: the same identifiers, in CN or SANs) and
-/// issues through the same checks as the REST API.
-async fn finalize_checked(
-    ctx: &Ctx,
+/// RFC 8555 §7.4 and §11.1: the CSR names exactly the order's identifiers (in CN or SANs)
+/// and its key is not the account's.
+fn check_csr(
     account: &Loaded<AccountDoc>,
     order: &Loaded<OrderDoc>,
     csr_der: &[u8],
-) -> Result<
-    (
-        certkeeper_store::NewCertificate,
-        crate::issuance::IssueResponse,
-    ),
-    crate::problem::Problem,
-> {
+) -> Result<(), crate::problem::Problem> {
     let bad_csr = |detail: String| {
         crate::problem::Problem::new(StatusCode::BAD_REQUEST, "malformed-csr", "Bad CSR", detail)
     };
@@ -1187,6 +1317,30 @@ async fn finalize_checked(
             "the CSR names {csr_names:?} but the order is for {wanted:?}; they must be the same set"
         )));
     }
+    let account_key = Jwk::from_json(&account.doc.jwk)
+        .map_err(|e| crate::problem::Problem::internal(e.detail))?;
+    if account_key.matches_spki(&info.public_key.spki_der) {
+        return Err(bad_csr(
+            "the CSR's key is the account key; certify a different key".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Issues for a checked CSR through the same checks as the REST API (profile, policy,
+/// compromised keys).
+async fn finalize_checked(
+    ctx: &Ctx,
+    account: &Loaded<AccountDoc>,
+    order: &Loaded<OrderDoc>,
+    csr_der: &[u8],
+) -> Result<
+    (
+        certkeeper_store::NewCertificate,
+        crate::issuance::IssueResponse,
+    ),
+    crate::problem::Problem,
+> {
     let principal = Principal {
         token_id: actor(&account.row.id),
         role: Role::Issuer,
@@ -1420,7 +1574,11 @@ async fn record_validation(
             .await;
     }
     if result.is_err() {
-        service.count_failed_validation(&authz.row.lookup);
+        service.count_failed_validation(&failure_key(
+            &authz.row.tenant,
+            &authz.row.account_id,
+            &authz.row.lookup,
+        ));
     }
     // Record the outcome; if the authorization changed meanwhile, read it again and retry.
     let mut current = authz;

@@ -356,6 +356,8 @@ fn unix_now() -> i64 {
 pub(crate) struct Failure {
     error: AcmeError,
     retry_after: Option<u64>,
+    /// An HTTP status other than the error type's usual one (415, 401, 405).
+    status: Option<StatusCode>,
 }
 
 impl From<AcmeError> for Failure {
@@ -363,6 +365,7 @@ impl From<AcmeError> for Failure {
         Failure {
             error,
             retry_after: None,
+            status: None,
         }
     }
 }
@@ -372,7 +375,7 @@ impl From<certkeeper_store::StoreError> for Failure {
         tracing::error!(%error, "ACME store operation failed");
         AcmeError::new(
             ErrorType::ServerInternal,
-            format!("the database did not complete the operation ({error}); retry later"),
+            "the database did not complete the operation; retry later",
         )
         .into()
     }
@@ -383,10 +386,12 @@ impl From<crate::problem::Problem> for Failure {
     fn from(problem: crate::problem::Problem) -> Self {
         let kind = match problem.slug() {
             "policy-denied" | "wrong-tenant" => ErrorType::RejectedIdentifier,
-            "weak-key" | "unsupported-key" | "invalid-key" | "key-compromised" => {
-                ErrorType::BadPublicKey
-            }
-            "malformed-csr"
+            // The CSR's key: badPublicKey is about the JWS key (RFC 8555 §6.7).
+            "weak-key"
+            | "unsupported-key"
+            | "invalid-key"
+            | "key-compromised"
+            | "malformed-csr"
             | "bad-csr-signature"
             | "profile-violation"
             | "invalid-request"
@@ -444,17 +449,27 @@ pub(crate) fn finish(
     let mut reply = match result {
         Ok(reply) => reply,
         Err(failure) => {
-            let status = StatusCode::from_u16(failure.error.kind.http_status())
-                .unwrap_or(StatusCode::BAD_REQUEST);
+            let status = failure.status.unwrap_or_else(|| {
+                StatusCode::from_u16(failure.error.kind.http_status())
+                    .unwrap_or(StatusCode::BAD_REQUEST)
+            });
+            let mut body = serde_json::json!({
+                "type": failure.error.kind.urn(),
+                "detail": failure.error.detail,
+                "status": status.as_u16(),
+            });
+            // RFC 8555 §6.2: the algorithms this server accepts.
+            if failure.error.kind == ErrorType::BadSignatureAlgorithm {
+                body["algorithms"] = serde_json::json!(certkeeper_acme::SUPPORTED_ALGORITHMS);
+            }
             let mut reply = Reply {
                 status,
                 headers: HeaderMap::new(),
-                body: ReplyBody::Json(serde_json::json!({
-                    "type": failure.error.kind.urn(),
-                    "detail": failure.error.detail,
-                    "status": status.as_u16(),
-                })),
+                body: ReplyBody::Json(body),
             };
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                reply = reply.with_header(header::ALLOW, "POST");
+            }
             if let Some(seconds) = failure.retry_after {
                 reply = reply.with_header(header::RETRY_AFTER, &seconds.to_string());
             }

@@ -16,6 +16,9 @@ pub(crate) struct AccountDoc {
     pub created_at: i64,
     #[serde(default)]
     pub eab_kid: Option<String>,
+    /// The externalAccountBinding object as the client sent it (echoed, RFC 8555 §7.3.4).
+    #[serde(default)]
+    pub eab: Option<Value>,
     #[serde(default)]
     pub terms_agreed: bool,
 }
@@ -169,8 +172,8 @@ pub(crate) fn account_json(urls: &Urls, id: &str, doc: &AccountDoc) -> Value {
     if doc.terms_agreed {
         value["termsOfServiceAgreed"] = json!(true);
     }
-    if let Some(kid) = &doc.eab_kid {
-        value["externalAccountBinding"] = json!({"kid": kid});
+    if let Some(binding) = &doc.eab {
+        value["externalAccountBinding"] = binding.clone();
     }
     value
 }

@@ -72,9 +72,13 @@ impl Validator {
             ServerError::Config(format!("cannot build the validation DNS resolver: {e}"))
         })?;
         let timeout = Duration::from_secs(config.validation_timeout);
+        let http01_port = config.http01_port;
         let http = reqwest::Client::builder()
             .dns_resolver(Arc::new(DnsForHttp(resolver.clone())))
-            .redirect(reqwest::redirect::Policy::limited(10))
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                redirect_allowed(attempt, http01_port)
+            }))
             .timeout(timeout)
             .user_agent("certkeeper-acme-validator")
             .tls_danger_accept_invalid_certs(true)
@@ -153,6 +157,8 @@ impl Validator {
             )
         })?;
         let status = response.status();
+        let final_url = response.url().to_string();
+        let redirected = final_url != url;
         if !status.is_success() {
             return Err(AcmeError::new(
                 ErrorType::Unauthorized,
@@ -178,6 +184,14 @@ impl Validator {
         // RFC 8555 §8.3: trailing whitespace is allowed.
         if text.trim_end() == key_authorization {
             Ok(())
+        } else if redirected {
+            // What a redirect target served is not echoed: it could be any server's content.
+            Err(AcmeError::new(
+                ErrorType::IncorrectResponse,
+                format!(
+                    "{url} redirected to {final_url}, which did not serve the key authorization {key_authorization:?}"
+                ),
+            ))
         } else {
             Err(AcmeError::new(
                 ErrorType::IncorrectResponse,
@@ -379,6 +393,41 @@ impl Validator {
             };
         }
         Ok(())
+    }
+}
+
+/// RFC 8555 §8.3 and §10.4: an http-01 redirect may only go to http or https on the
+/// validation ports (80 or the configured one, 443), to a host name — never to an IP address
+/// literal, which would let a client point the validator at any internal address — and at most
+/// 10 times.
+fn redirect_allowed(
+    attempt: reqwest::redirect::Attempt<'_>,
+    http01_port: u16,
+) -> reqwest::redirect::Action {
+    let url = attempt.url().clone();
+    let port_ok = match (url.scheme(), url.port_or_known_default()) {
+        ("http", Some(port)) => port == 80 || port == http01_port,
+        ("https", Some(port)) => port == 443,
+        _ => false,
+    };
+    let named_host = url.host_str().is_some_and(|host| {
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_err()
+    });
+    if attempt.previous().len() >= 10 {
+        attempt.error("more than 10 redirects")
+    } else if !port_ok {
+        attempt.error(format!(
+            "redirect to {url}: only http on port 80 and https on port 443 are followed"
+        ))
+    } else if !named_host {
+        attempt.error(format!(
+            "redirect to {url}: redirects to IP addresses are not followed"
+        ))
+    } else {
+        attempt.follow()
     }
 }
 
