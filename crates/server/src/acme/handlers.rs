@@ -190,7 +190,7 @@ where
 
 /// Who signed a request.
 enum Signer {
-    Account(Loaded<AccountDoc>),
+    Account(Box<Loaded<AccountDoc>>),
     Key(Jwk),
 }
 
@@ -265,7 +265,7 @@ async fn verify(
             let account = load_account_by_kid(ctx, kid).await?;
             let jwk = Jwk::from_json(&account.doc.jwk)?;
             jws.verify(&jwk)?;
-            Signer::Account(account)
+            Signer::Account(Box::new(account))
         }
     };
     let expected = format!("{}{}", origin(&ctx.service, headers), uri.path());
