@@ -968,3 +968,61 @@ deny_dns = [".team-a.example.com"]
         .await;
     assert_eq!(view["tenant"], "team-a");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_validation_is_processing_and_survives_a_server_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let http01_port = free_port();
+    let config = acme_config(dir.path(), &dns, http01_port, free_port(), "");
+    let data = dir.path().join("data");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args = ["--config", config.to_str().unwrap(), "--listen", &listen];
+    let mut server = TestServer::start(&data, &args);
+    let mut acme = RawAcme::new(root_client(&server), &server.url("/acme/default/directory")).await;
+    acme.register().await;
+    let order = acme.new_order(&[("dns", "slow.example.com")]).await;
+    let authz_url = order.json["authorizations"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let authz = acme.post(&authz_url, None).await;
+    let challenge = challenge_of(&authz.json, "http-01");
+    // The responder answers after 4 s: longer than the challenge response waits (3 s).
+    let responder = common::acme::serve_http01_after(
+        http01_port,
+        format!(
+            "{}.{}",
+            challenge["token"].as_str().unwrap(),
+            acme.thumbprint()
+        ),
+        std::time::Duration::from_secs(4),
+    )
+    .await;
+    let answer = acme
+        .post(challenge["url"].as_str().unwrap(), Some(&json!({})))
+        .await;
+    assert_eq!(answer.json["status"], "processing", "{}", answer.text);
+    assert!(answer.headers.contains_key("retry-after"));
+    // Killed while validating: the acknowledged "processing" must not be lost.
+    server.kill();
+    let server = TestServer::start(&data, &args);
+    acme.http = root_client(&server);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = acme.post(&authz_url, None).await;
+        if now.json["status"] == "valid" {
+            break;
+        }
+        assert_eq!(now.json["status"], "pending", "{}", now.text);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "validation was not resumed: {}",
+            now.text
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    responder.abort();
+    let ready = acme.post(&order.location(), None).await;
+    assert_eq!(ready.json["status"], "ready", "{}", ready.text);
+}

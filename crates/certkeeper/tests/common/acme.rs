@@ -210,6 +210,15 @@ pub fn csr_der_with_key(names: &[&str], key: &rcgen::KeyPair) -> Vec<u8> {
 
 /// A tiny http-01 responder: answers every request with `body`, on 127.0.0.1:`port`.
 pub async fn serve_http01(port: u16, body: String) -> tokio::task::JoinHandle<()> {
+    serve_http01_after(port, body, std::time::Duration::ZERO).await
+}
+
+/// The same, answering only after `delay`.
+pub async fn serve_http01_after(
+    port: u16,
+    body: String,
+    delay: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
@@ -223,6 +232,7 @@ pub async fn serve_http01(port: u16, body: String) -> tokio::task::JoinHandle<()
             tokio::spawn(async move {
                 let mut buffer = [0u8; 4096];
                 let _ = stream.read(&mut buffer).await;
+                tokio::time::sleep(delay).await;
                 let response = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()

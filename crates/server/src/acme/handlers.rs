@@ -1473,37 +1473,68 @@ async fn challenge(
             )
             .link(&up, "up"));
         }
-        let mut updated = authz.clone();
-        updated.doc.challenges[index].status = Status::Processing;
-        // The row's status marks authorizations with a validation in flight, so a restart
-        // can find and resume them; clients still see "pending".
-        let object = updated.updated("processing", None, authz.row.expires_at)?;
-        commit(
-            &ctx,
-            Change {
-                acme_objects: vec![object.clone()],
-                acme_nonces: vec![verified.nonce],
-                ..Change::default()
-            },
-        )
-        .await?;
-        let written = Loaded {
-            row: object,
-            doc: updated.doc.clone(),
-        };
+        // A repeated POST while this server validates the challenge starts nothing new.
+        if !ctx.service.start_validation(&authz_id, index) {
+            ctx.service.remember_nonce(verified.nonce);
+            let mut shown = current.clone();
+            shown.status = Status::Processing;
+            return Ok(json_reply(
+                StatusCode::OK,
+                challenge_json(&ctx.urls, &authz_id, index, &shown),
+            )
+            .link(&up, "up")
+            .with_header(header::RETRY_AFTER, "1"));
+        }
         let thumbprint = account.row.lookup.clone();
-        let done = spawn_validation(
+        let mut done = spawn_validation(
             ctx.state.clone(),
             ctx.service.clone(),
-            written,
+            authz.clone(),
             index,
             thumbprint,
         );
-        // Most validations finish within moments: wait a little so the client sees the
-        // outcome in this response instead of polling for it.
-        let shown = match tokio::time::timeout(VALIDATION_WAIT, done).await {
-            Ok(Ok(Some(outcome))) => outcome,
-            _ => updated.doc.challenges[index].clone(),
+        // Most validations finish within moments: the outcome is recorded and shown in this
+        // response. Nothing was acknowledged before, so a crash meanwhile loses nothing the
+        // client was told.
+        let shown = match tokio::time::timeout(VALIDATION_WAIT, &mut done).await {
+            Ok(outcome) => {
+                ctx.service.remember_nonce(verified.nonce);
+                outcome.ok().flatten().unwrap_or(current)
+            }
+            Err(_) => {
+                // Still running: record that it is before saying so, so that a restart
+                // resumes it (the row's status marks it; clients still see "pending").
+                let mut updated = authz.clone();
+                updated.doc.challenges[index].status = Status::Processing;
+                let object = updated.updated("processing", None, authz.row.expires_at)?;
+                let written = ctx
+                    .app()
+                    .store
+                    .apply(Change {
+                        acme_objects: vec![object.clone()],
+                        acme_nonces: vec![verified.nonce],
+                        ..Change::default()
+                    })
+                    .await;
+                ctx.service
+                    .written(std::slice::from_ref(&object), written.is_ok());
+                match written {
+                    Ok(_) => updated.doc.challenges[index].clone(),
+                    // The validation recorded its outcome first.
+                    Err(StoreError::Conflict(detail)) if !detail.contains("nonce") => {
+                        ctx.service.remember_nonce(verified.nonce);
+                        done.await.ok().flatten().unwrap_or(current)
+                    }
+                    Err(StoreError::Conflict(_)) => {
+                        return Err(AcmeError::new(
+                            ErrorType::BadNonce,
+                            "this nonce was already used; retry with the nonce in this response",
+                        )
+                        .into());
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
         };
         let mut reply = json_reply(
             StatusCode::OK,
@@ -1529,7 +1560,9 @@ pub(crate) fn spawn_validation(
 ) -> tokio::sync::oneshot::Receiver<Option<ChallengeDoc>> {
     let (done, finished) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
+        let id = authz.row.id.clone();
         let outcome = record_validation(&state, &service, authz, index, &thumbprint).await;
+        service.finish_validation(&id, index);
         let _ = done.send(outcome);
     });
     finished
@@ -1592,7 +1625,8 @@ async fn record_validation(
             current = Loaded::<AuthzDoc>::decode(row).ok()?;
         }
         let now_challenge = current.doc.challenges.get(index)?;
-        if now_challenge.status != Status::Processing || current.row.status == "deactivated" {
+        let open = matches!(now_challenge.status, Status::Pending | Status::Processing);
+        if !open || current.doc.status != Status::Pending {
             return Some(now_challenge.clone());
         }
         let now = unix_now();
@@ -1672,6 +1706,7 @@ pub(crate) async fn resume_validations(state: SharedState, service: Arc<AcmeServ
         else {
             continue;
         };
+        service.start_validation(&authz.row.id, index);
         // Nobody waits for the outcome: it is recorded in the authorization.
         drop(spawn_validation(
             state.clone(),

@@ -53,6 +53,8 @@ pub struct AcmeService {
     objects: Mutex<HashMap<(AcmeKind, String), (Instant, AcmeObject)>>,
     /// Housekeeping rounds so far.
     rounds: std::sync::atomic::AtomicU64,
+    /// Challenges (authorization id, index) this server is validating now.
+    validating: Mutex<std::collections::HashSet<(String, usize)>>,
 }
 
 /// How long an order or authorization this server wrote or read is served from memory. The
@@ -119,6 +121,7 @@ impl AcmeService {
             accounts: Mutex::new(HashMap::new()),
             objects: Mutex::new(HashMap::new()),
             rounds: std::sync::atomic::AtomicU64::new(0),
+            validating: Mutex::new(std::collections::HashSet::new()),
             tenants,
             config,
         })
@@ -198,6 +201,15 @@ impl AcmeService {
                 cache.remove(&key);
             }
         }
+    }
+
+    /// Marks a challenge as being validated; false if it already is.
+    fn start_validation(&self, authz_id: &str, index: usize) -> bool {
+        lock(&self.validating).insert((authz_id.to_string(), index))
+    }
+
+    fn finish_validation(&self, authz_id: &str, index: usize) {
+        lock(&self.validating).remove(&(authz_id.to_string(), index));
     }
 
     /// Queues a used nonce of a request that writes nothing else, to be persisted soon.
