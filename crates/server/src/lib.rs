@@ -9,6 +9,7 @@ pub mod auth;
 pub mod ca;
 pub mod config;
 pub mod crl;
+pub mod deploy;
 mod error;
 pub mod files;
 pub mod inventory;

@@ -1,0 +1,351 @@
+//! Deployment targets (the first I/O part of the lifecycle engine; the reconciler that calls
+//! it is not built yet): files written atomically with their modes, then an optional reload
+//! command with a timeout, then an optional TLS probe that must see the new serial. If the
+//! reload or the probe fails, the previous files come back and the reload runs again, so the
+//! service keeps what it served before.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use thiserror::Error;
+
+use crate::files::{PRIVATE, PUBLIC, write_atomic};
+
+/// What a target receives.
+pub struct Material {
+    /// Serial of the certificate, lower-case hex (what the probe must see).
+    pub serial: String,
+    /// The certificate, PEM.
+    pub certificate_pem: String,
+    /// The chain without the leaf, PEM.
+    pub chain_pem: String,
+    /// The private key, PKCS#8 PEM.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for Material {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Material")
+            .field("serial", &self.serial)
+            .field("key_pem", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A file target.
+#[derive(Debug, Clone, Default)]
+pub struct FileTarget {
+    /// Where the certificate goes.
+    pub cert: Option<PathBuf>,
+    /// Where the chain goes.
+    pub chain: Option<PathBuf>,
+    /// Where leaf + chain go.
+    pub fullchain: Option<PathBuf>,
+    /// Where the key goes (mode 0600).
+    pub key: Option<PathBuf>,
+    /// Shell command run after the files are in place.
+    pub reload: Option<String>,
+    /// Longest the reload may take.
+    pub reload_timeout: Duration,
+    /// `host:port` that must present the new serial after the reload.
+    pub probe: Option<String>,
+    /// Server name sent in the probe (default: the host).
+    pub probe_name: Option<String>,
+    /// Longest the probe keeps trying (a reloading server swaps workers gradually).
+    pub probe_timeout: Duration,
+}
+
+impl FileTarget {
+    /// The nginx preset: `nginx -s reload` (or `reload` when given, for a private instance)
+    /// and a probe of its listener.
+    pub fn nginx(
+        fullchain: PathBuf,
+        key: PathBuf,
+        probe: String,
+        reload: Option<String>,
+    ) -> FileTarget {
+        FileTarget {
+            fullchain: Some(fullchain),
+            key: Some(key),
+            reload: Some(reload.unwrap_or_else(|| "nginx -s reload".into())),
+            reload_timeout: Duration::from_secs(30),
+            probe: Some(probe),
+            probe_timeout: Duration::from_secs(10),
+            ..FileTarget::default()
+        }
+    }
+}
+
+/// Why a deployment failed; the previous files are back in place when `restored` is true.
+#[derive(Debug, Error)]
+pub enum DeployError {
+    /// A file could not be written (nothing was reloaded).
+    #[error("writing {path}: {message} (restored the previous files: {restored})")]
+    Write {
+        /// The file.
+        path: String,
+        /// The error.
+        message: String,
+        /// Whether the previous files are back.
+        restored: bool,
+    },
+    /// The reload command failed or timed out.
+    #[error("reload `{command}` failed: {message} (restored the previous files: {restored})")]
+    Reload {
+        /// The command.
+        command: String,
+        /// Exit status and output, or the timeout.
+        message: String,
+        /// Whether the previous files are back (and the reload re-run).
+        restored: bool,
+    },
+    /// The probe did not see the new serial.
+    #[error(
+        "probe of {address} saw {seen}, not the new serial {expected} (restored the previous files: {restored})"
+    )]
+    Probe {
+        /// `host:port`.
+        address: String,
+        /// What it saw (a serial or an error).
+        seen: String,
+        /// The new serial.
+        expected: String,
+        /// Whether the previous files are back.
+        restored: bool,
+    },
+}
+
+/// What a successful deployment did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployed {
+    /// The serial now in the files (and, with a probe, served).
+    pub serial: String,
+    /// Whether a probe confirmed it.
+    pub probed: bool,
+}
+
+/// A file's previous state: its bytes and mode, or absent.
+struct Previous {
+    path: PathBuf,
+    contents: Option<(Vec<u8>, u32)>,
+}
+
+/// Deploys `material` to `target`.
+pub async fn deploy_files(
+    target: &FileTarget,
+    material: &Material,
+) -> Result<Deployed, DeployError> {
+    let fullchain = format!("{}{}", material.certificate_pem, material.chain_pem);
+    let writes: Vec<(&PathBuf, &[u8], u32)> = [
+        (&target.cert, material.certificate_pem.as_bytes(), PUBLIC),
+        (&target.chain, material.chain_pem.as_bytes(), PUBLIC),
+        (&target.fullchain, fullchain.as_bytes(), PUBLIC),
+        (&target.key, material.key_pem.as_bytes(), PRIVATE),
+    ]
+    .into_iter()
+    .filter_map(|(path, bytes, mode)| path.as_ref().map(|p| (p, bytes, mode)))
+    .collect();
+    let previous: Vec<Previous> = writes.iter().map(|(path, _, _)| remember(path)).collect();
+
+    for (path, bytes, mode) in &writes {
+        if let Err(error) = write_atomic(path, bytes, *mode) {
+            let restored = restore(&previous);
+            return Err(DeployError::Write {
+                path: path.display().to_string(),
+                message: error.to_string(),
+                restored,
+            });
+        }
+    }
+    if let Some(command) = &target.reload
+        && let Err(message) = run_reload(command, target.reload_timeout).await
+    {
+        let restored = restore(&previous);
+        // Bring the service back to the previous files too.
+        let _ = run_reload(command, target.reload_timeout).await;
+        return Err(DeployError::Reload {
+            command: command.clone(),
+            message,
+            restored,
+        });
+    }
+    if let Some(address) = &target.probe {
+        let name = target.probe_name.clone().unwrap_or_else(|| {
+            address
+                .rsplit_once(':')
+                .map_or(address.clone(), |(host, _)| {
+                    host.trim_matches(['[', ']']).to_string()
+                })
+        });
+        let deadline = Instant::now() + target.probe_timeout.max(Duration::from_millis(100));
+        let seen = loop {
+            let seen = match probe_serial(address, &name).await {
+                Ok(serial) if serial == material.serial => {
+                    return Ok(Deployed {
+                        serial,
+                        probed: true,
+                    });
+                }
+                Ok(serial) => format!("serial {serial}"),
+                Err(error) => error,
+            };
+            if Instant::now() >= deadline {
+                break seen;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let restored = restore(&previous);
+        if let Some(command) = &target.reload {
+            let _ = run_reload(command, target.reload_timeout).await;
+        }
+        return Err(DeployError::Probe {
+            address: address.clone(),
+            seen,
+            expected: material.serial.clone(),
+            restored,
+        });
+    }
+    Ok(Deployed {
+        serial: material.serial.clone(),
+        probed: false,
+    })
+}
+
+fn remember(path: &Path) -> Previous {
+    use std::os::unix::fs::PermissionsExt;
+    let contents = std::fs::read(path).ok().map(|bytes| {
+        let mode = std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(PRIVATE);
+        (bytes, mode)
+    });
+    Previous {
+        path: path.to_path_buf(),
+        contents,
+    }
+}
+
+/// Puts every file back as it was (removing those that did not exist). True when all are back.
+fn restore(previous: &[Previous]) -> bool {
+    let mut all = true;
+    for file in previous {
+        let done = match &file.contents {
+            Some((bytes, mode)) => write_atomic(&file.path, bytes, *mode).is_ok(),
+            None => std::fs::remove_file(&file.path).is_ok() || !file.path.exists(),
+        };
+        all &= done;
+    }
+    all
+}
+
+async fn run_reload(command: &str, timeout: Duration) -> Result<(), String> {
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start it: {e}"))?;
+    match tokio::time::timeout(
+        timeout.max(Duration::from_secs(1)),
+        child.wait_with_output(),
+    )
+    .await
+    {
+        Err(_) => Err(format!("no exit within {}s", timeout.as_secs())),
+        Ok(Err(error)) => Err(error.to_string()),
+        Ok(Ok(output)) if output.status.success() => Ok(()),
+        Ok(Ok(output)) => Err(format!(
+            "{}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+    }
+}
+
+/// Connects to `address` with TLS (any certificate accepted: only its serial matters) and
+/// returns the serial of the certificate presented, lower-case hex.
+async fn probe_serial(address: &str, name: &str) -> Result<String, String> {
+    let config = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate))
+        .with_no_client_auth();
+    let server_name = ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
+    let stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(address),
+    )
+    .await
+    .map_err(|_| format!("connecting to {address} timed out"))?
+    .map_err(|e| format!("connecting to {address}: {e}"))?;
+    let tls = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server_name, stream),
+    )
+    .await
+    .map_err(|_| format!("TLS handshake with {address} timed out"))?
+    .map_err(|e| format!("TLS handshake with {address}: {e}"))?;
+    let (_, connection) = tls.get_ref();
+    let leaf = connection
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .ok_or_else(|| format!("{address} presented no certificate"))?;
+    certkeeper_pki::parse_certificate(leaf.as_ref())
+        .map(|summary| summary.serial)
+        .map_err(|e| format!("{address} presented an unreadable certificate: {e}"))
+}
+
+/// The probe reads the presented certificate; trust is not its question.
+#[derive(Debug)]
+struct AnyCertificate;
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
