@@ -284,4 +284,7 @@ pub(crate) fn is_simple(change: &Change) -> bool {
         && change.eab_keys.is_empty()
         && change.bind_eab.is_none()
         && change.supersede.is_empty()
+        && change.managed_declarations.is_empty()
+        && change.managed_outcomes.is_empty()
+        && change.managed_renew_now.is_empty()
 }

@@ -13,6 +13,7 @@ mod audit;
 mod batch;
 mod error;
 mod inventory;
+mod managed;
 mod model;
 mod tokens;
 mod writer;

@@ -277,6 +277,12 @@ pub struct Change {
     pub bind_eab: Option<(String, String)>,
     /// Certificates (inventory ids) superseded by the first certificate this change inserts.
     pub supersede: Vec<i64>,
+    /// Managed-certificate declarations to create or replace (apply).
+    pub managed_declarations: Vec<ManagedDeclaration>,
+    /// Outcomes of reconciler attempts (each releases its lease).
+    pub managed_outcomes: Vec<ManagedOutcome>,
+    /// Managed certificates to act on at once (`certkeeper renew`).
+    pub managed_renew_now: Vec<String>,
     /// Audit entries describing the change (or a denial, alone).
     pub audit: Vec<AuditEvent>,
 }
@@ -444,4 +450,88 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Cursor for the next page, if there is one.
     pub next_cursor: Option<String>,
+}
+
+/// A managed certificate's declaration, as applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedDeclaration {
+    /// Unique name.
+    pub name: String,
+    /// Tenant.
+    pub tenant: String,
+    /// The declaration, JSON.
+    pub spec: String,
+    /// When the reconciler should look at it (now, for a new or changed declaration).
+    pub next_action_at: i64,
+}
+
+/// A managed certificate as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedRecord {
+    /// Unique name.
+    pub name: String,
+    /// Tenant.
+    pub tenant: String,
+    /// The declaration, JSON.
+    pub spec: String,
+    /// `pending` (never issued), `ready` or `failing`.
+    pub state: String,
+    /// Serial of the certificate in force.
+    pub current_serial: Option<String>,
+    /// Its notAfter, Unix seconds.
+    pub not_after: Option<i64>,
+    /// When the reconciler acts next, Unix seconds.
+    pub next_action_at: i64,
+    /// Why then.
+    pub next_action_reason: String,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: i64,
+    /// Each target's state, JSON.
+    pub targets: String,
+    /// Created, Unix seconds.
+    pub created_at: i64,
+    /// Last changed, Unix seconds.
+    pub updated_at: i64,
+}
+
+/// What one reconciler attempt ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedOutcome {
+    /// The managed certificate.
+    pub name: String,
+    /// New state.
+    pub state: String,
+    /// Serial in force afterwards.
+    pub current_serial: Option<String>,
+    /// Its notAfter.
+    pub not_after: Option<i64>,
+    /// Next action time.
+    pub next_action_at: i64,
+    /// Why then.
+    pub next_action_reason: String,
+    /// Failures since the last success.
+    pub consecutive_failures: i64,
+    /// Each target's state, JSON.
+    pub targets: String,
+    /// The attempt, for the record.
+    pub attempt: RenewalAttempt,
+}
+
+/// One renewal attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewalAttempt {
+    /// The managed certificate.
+    pub managed_name: String,
+    /// Start, Unix seconds.
+    pub started_at: i64,
+    /// Duration in milliseconds.
+    pub duration_ms: i64,
+    /// Issuer asked.
+    pub issuer: String,
+    /// `success` or `failure`.
+    pub outcome: String,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// Serial obtained.
+    pub serial: Option<String>,
 }

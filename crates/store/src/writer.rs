@@ -289,6 +289,7 @@ async fn apply_change(
         .execute(&mut **tx)
         .await?;
     }
+    crate::managed::apply(tx, change, now_s).await?;
     crate::acme::insert_new(tx, backend, &[change]).await?;
     crate::acme::apply_updates(
         tx,

@@ -974,3 +974,102 @@ both_backends!(acme_objects_nonces_and_eab_keys, |db: TestDb| async move {
     );
     store.close().await;
 });
+
+both_backends!(
+    managed_certificates_are_claimed_once,
+    |db: TestDb| async move {
+        let store = Store::open(&db.url, key()).await.unwrap();
+        let declare = |name: &str, at: i64| ManagedDeclaration {
+            name: name.into(),
+            tenant: "default".into(),
+            spec: format!("{{\"name\":\"{name}\"}}"),
+            next_action_at: at,
+        };
+        store
+            .apply(Change {
+                managed_declarations: vec![
+                    declare("a", NOW),
+                    declare("b", NOW - 5),
+                    declare("later", NOW + 3600),
+                ],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        // Due work comes oldest first; what is leased is not claimed again.
+        let first = store
+            .claim_due_managed("server-1", NOW, NOW + 300, 10)
+            .await
+            .unwrap();
+        let names: Vec<&str> = first.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["b", "a"]);
+        assert!(
+            store
+                .claim_due_managed("server-2", NOW, NOW + 300, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // An expired lease (a crashed attempt) is claimable again.
+        let again = store
+            .claim_due_managed("server-2", NOW + 301, NOW + 600, 10)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 2);
+        // An outcome releases the lease and records the attempt.
+        store
+            .apply(Change {
+                managed_outcomes: vec![ManagedOutcome {
+                    name: "a".into(),
+                    state: "ready".into(),
+                    current_serial: Some("01".into()),
+                    not_after: Some(NOW + 7200),
+                    next_action_at: NOW + 5000,
+                    next_action_reason: "lifetime_fraction".into(),
+                    consecutive_failures: 0,
+                    targets: "[]".into(),
+                    attempt: RenewalAttempt {
+                        managed_name: "a".into(),
+                        started_at: NOW,
+                        duration_ms: 12,
+                        issuer: "internal".into(),
+                        outcome: "success".into(),
+                        error: None,
+                        serial: Some("01".into()),
+                    },
+                }],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        let a = store.managed_certificate("a").await.unwrap().unwrap();
+        assert_eq!(
+            (a.state.as_str(), a.current_serial.as_deref()),
+            ("ready", Some("01"))
+        );
+        assert_eq!(store.renewal_attempts("a", 10).await.unwrap().len(), 1);
+        // A requested renewal makes it due now; re-declaring keeps the record.
+        store
+            .apply(Change {
+                managed_renew_now: vec!["a".into()],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        let a = store.managed_certificate("a").await.unwrap().unwrap();
+        assert!(a.next_action_at <= NOW + 5000);
+        assert_eq!(a.next_action_reason, "renewal requested");
+        let unknown = store
+            .apply(Change {
+                managed_renew_now: vec!["nope".into()],
+                ..Change::default()
+            })
+            .await;
+        assert!(
+            matches!(unknown, Err(StoreError::NotFound(_))),
+            "{unknown:?}"
+        );
+        assert_eq!(store.managed_certificates(None).await.unwrap().len(), 3);
+        store.close().await;
+    }
+);

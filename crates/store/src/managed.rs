@@ -1,0 +1,197 @@
+//! Managed certificates: declarations, due-work claims with leases, attempt outcomes.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use crate::{Backend, Change, ManagedRecord, RenewalAttempt, Store, StoreError};
+
+const COLUMNS: &str = "name, tenant, spec, state, current_serial, not_after, next_action_at, \
+    next_action_reason, consecutive_failures, targets, created_at, updated_at";
+
+fn decode(row: &AnyRow) -> Result<ManagedRecord, StoreError> {
+    Ok(ManagedRecord {
+        name: row.try_get("name")?,
+        tenant: row.try_get("tenant")?,
+        spec: row.try_get("spec")?,
+        state: row.try_get("state")?,
+        current_serial: row.try_get("current_serial")?,
+        not_after: row.try_get("not_after")?,
+        next_action_at: row.try_get("next_action_at")?,
+        next_action_reason: row.try_get("next_action_reason")?,
+        consecutive_failures: row.try_get("consecutive_failures")?,
+        targets: row.try_get("targets")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// Writes the managed-certificate parts of a change.
+pub(crate) async fn apply(
+    tx: &mut Transaction<'static, Any>,
+    change: &Change,
+    now_s: i64,
+) -> Result<(), StoreError> {
+    for declaration in &change.managed_declarations {
+        sqlx::query(
+            "INSERT INTO managed_certificates (name, tenant, spec, state, next_action_at, \
+               next_action_reason, consecutive_failures, targets, created_at, updated_at) \
+             VALUES ($1, $2, $3, 'pending', $4, 'declared', 0, '[]', $5, $5) \
+             ON CONFLICT (name) DO UPDATE SET tenant = excluded.tenant, spec = excluded.spec, \
+               next_action_at = excluded.next_action_at, next_action_reason = 'declaration changed', \
+               updated_at = excluded.updated_at",
+        )
+        .bind(&declaration.name)
+        .bind(&declaration.tenant)
+        .bind(&declaration.spec)
+        .bind(declaration.next_action_at)
+        .bind(now_s)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for outcome in &change.managed_outcomes {
+        let result = sqlx::query(
+            "UPDATE managed_certificates SET state = $1, current_serial = $2, not_after = $3, \
+               next_action_at = $4, next_action_reason = $5, consecutive_failures = $6, targets = $7, \
+               lease_owner = NULL, lease_until = NULL, updated_at = $8 WHERE name = $9",
+        )
+        .bind(&outcome.state)
+        .bind(&outcome.current_serial)
+        .bind(outcome.not_after)
+        .bind(outcome.next_action_at)
+        .bind(&outcome.next_action_reason)
+        .bind(outcome.consecutive_failures)
+        .bind(&outcome.targets)
+        .bind(now_s)
+        .bind(&outcome.name)
+        .execute(&mut **tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "managed certificate {:?}",
+                outcome.name
+            )));
+        }
+        let attempt = &outcome.attempt;
+        sqlx::query(
+            "INSERT INTO renewal_attempts (managed_name, started_at, duration_ms, issuer, outcome, error, serial) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&attempt.managed_name)
+        .bind(attempt.started_at)
+        .bind(attempt.duration_ms)
+        .bind(&attempt.issuer)
+        .bind(&attempt.outcome)
+        .bind(&attempt.error)
+        .bind(&attempt.serial)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for name in &change.managed_renew_now {
+        let result = sqlx::query(
+            "UPDATE managed_certificates SET next_action_at = $1, next_action_reason = 'renewal requested', \
+               updated_at = $1 WHERE name = $2",
+        )
+        .bind(now_s)
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "managed certificate {name:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Claims up to `limit` managed certificates due at `now` whose lease is free, for
+    /// `owner` until `lease_until`. On PostgreSQL, rows another server is claiming are
+    /// skipped (`FOR UPDATE SKIP LOCKED`), so two servers never take the same one.
+    pub async fn claim_due_managed(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<ManagedRecord>, StoreError> {
+        let lock = match self.backend() {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let rows = sqlx::query(&format!(
+            "UPDATE managed_certificates SET lease_owner = $1, lease_until = $2 \
+             WHERE name IN (SELECT name FROM managed_certificates \
+               WHERE next_action_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
+               ORDER BY next_action_at LIMIT $4{lock}) \
+             RETURNING {COLUMNS}"
+        ))
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        // RETURNING follows no order: hand out the most overdue first.
+        let mut claimed = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_by_key(|r| (r.next_action_at, r.name.clone()));
+        Ok(claimed)
+    }
+
+    /// One managed certificate.
+    pub async fn managed_certificate(
+        &self,
+        name: &str,
+    ) -> Result<Option<ManagedRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM managed_certificates WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Managed certificates by name; only `tenant`'s when given.
+    pub async fn managed_certificates(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<ManagedRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM managed_certificates WHERE ($1 IS NULL OR tenant = $1) ORDER BY name"
+        ))
+        .bind(tenant)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// The latest attempts of a managed certificate, newest first.
+    pub async fn renewal_attempts(
+        &self,
+        name: &str,
+        limit: i64,
+    ) -> Result<Vec<RenewalAttempt>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT managed_name, started_at, duration_ms, issuer, outcome, error, serial \
+             FROM renewal_attempts WHERE managed_name = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(name)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(RenewalAttempt {
+                    managed_name: row.try_get("managed_name")?,
+                    started_at: row.try_get("started_at")?,
+                    duration_ms: row.try_get("duration_ms")?,
+                    issuer: row.try_get("issuer")?,
+                    outcome: row.try_get("outcome")?,
+                    error: row.try_get("error")?,
+                    serial: row.try_get("serial")?,
+                })
+            })
+            .collect()
+    }
+}
