@@ -102,6 +102,12 @@ enum Command {
     /// The ACME server: external account binding keys.
     #[command(subcommand)]
     Acme(AcmeCommand),
+    /// Declare managed certificates from a TOML file ([[certificate]] tables); idempotent.
+    Apply(remote::ApplyArgs),
+    /// Managed certificates: state, serial, next renewal and why, targets, last attempts.
+    Status(remote::StatusArgs),
+    /// Renew a managed certificate now.
+    Renew(remote::RenewArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,5 +168,8 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Audit(AuditCommand::Verify(args)) => local::audit_verify(args).await,
         Command::Audit(AuditCommand::List(args)) => remote::audit_list(args).await,
         Command::Acme(AcmeCommand::Eab(command)) => remote::eab(command).await,
+        Command::Apply(args) => remote::apply(args).await,
+        Command::Status(args) => remote::status(args).await,
+        Command::Renew(args) => remote::renew(args).await,
     }
 }

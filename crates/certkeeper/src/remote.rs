@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use base64::Engine;
 use certkeeper_pki::KeyAlgorithm;
 use certkeeper_server::api::{
-    AuditEntryView, CertificatePage, CertificateView, EabKeyView, ImportResponse, TokenView,
+    ApplyResponse, AuditEntryView, CertificatePage, CertificateView, EabKeyView, ImportResponse,
+    ManagedView, TokenView,
 };
 use certkeeper_server::auth::Role;
 use certkeeper_server::files::{PRIVATE, PUBLIC, write_atomic};
@@ -553,6 +554,196 @@ pub async fn token(command: TokenCommand) -> Result<ExitCode, CliError> {
                 OutputFormat::Table => println!("token {id} revoked"),
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `certkeeper apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// TOML file with `[[certificate]]` tables.
+    file: PathBuf,
+    /// Only show what would change.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Runs `certkeeper apply`.
+pub async fn apply(args: ApplyArgs) -> Result<ExitCode, CliError> {
+    let text = std::fs::read_to_string(&args.file)
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", args.file.display())))?;
+    let parsed: toml::Value = toml::from_str(&text)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", args.file.display())))?;
+    let certificates = parsed
+        .get("certificate")
+        .and_then(toml::Value::as_array)
+        .cloned()
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "{}: no [[certificate]] tables; each declares one managed certificate",
+                args.file.display()
+            ))
+        })?;
+    let certificates: Vec<serde_json::Value> = certificates
+        .into_iter()
+        .map(|c| serde_json::to_value(c).unwrap_or_default())
+        .collect();
+    let client = Client::new(&args.server)?;
+    let body = serde_json::json!({"certificates": certificates, "dry_run": args.dry_run});
+    let response: ApplyResponse = client
+        .post("/api/v1/managed-certificates/apply", &body)
+        .await?;
+    match args.server.output {
+        OutputFormat::Json => print_json(&response)?,
+        OutputFormat::Table => {
+            let rows = response
+                .changes
+                .iter()
+                .map(|c| {
+                    vec![
+                        c["name"].as_str().unwrap_or_default().to_string(),
+                        c["change"].as_str().unwrap_or_default().to_string(),
+                        c["fields"]
+                            .as_array()
+                            .map(|f| {
+                                f.iter()
+                                    .filter_map(|v| v.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            })
+                            .unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print_table(&["name", "change", "fields"], rows);
+            if !response.applied {
+                println!("dry run: nothing was changed");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `certkeeper status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// One managed certificate (with its attempts); default: all.
+    name: Option<String>,
+}
+
+fn managed_rows(list: &[ManagedView]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|m| {
+            let targets = m
+                .targets
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{} {}: {}",
+                        t["kind"].as_str().unwrap_or_default(),
+                        t["location"].as_str().unwrap_or_default(),
+                        t["error"]
+                            .as_str()
+                            .map(|e| format!("failed ({e})"))
+                            .or_else(|| t["deployed_serial"].as_str().map(str::to_string))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            vec![
+                m.name.clone(),
+                m.state.clone(),
+                m.current_serial.clone().unwrap_or_default(),
+                m.not_after.clone().unwrap_or_default(),
+                format!("{} ({})", m.next_action_at, m.next_action_reason),
+                m.consecutive_failures.to_string(),
+                targets,
+            ]
+        })
+        .collect()
+}
+
+/// Runs `certkeeper status`.
+pub async fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
+    let client = Client::new(&args.server)?;
+    let headers = [
+        "name",
+        "state",
+        "serial",
+        "expires",
+        "next action",
+        "failures",
+        "targets",
+    ];
+    match &args.name {
+        None => {
+            let list: Vec<ManagedView> = client.get("/api/v1/managed-certificates").await?;
+            match args.server.output {
+                OutputFormat::Json => print_json(&list)?,
+                OutputFormat::Table => print_table(&headers, managed_rows(&list)),
+            }
+        }
+        Some(name) => {
+            let view: ManagedView = client
+                .get(&format!("/api/v1/managed-certificates/{}", urlencode(name)))
+                .await?;
+            match args.server.output {
+                OutputFormat::Json => print_json(&view)?,
+                OutputFormat::Table => {
+                    let attempts = view
+                        .attempts
+                        .iter()
+                        .map(|a| {
+                            vec![
+                                a.started_at.clone(),
+                                a.outcome.clone(),
+                                format!("{} ms", a.duration_ms),
+                                a.serial.clone().unwrap_or_default(),
+                                a.error.clone().unwrap_or_default(),
+                            ]
+                        })
+                        .collect();
+                    print_table(&headers, managed_rows(std::slice::from_ref(&view)));
+                    print_table(&["attempt", "outcome", "took", "serial", "error"], attempts);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `certkeeper renew`.
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The managed certificate.
+    name: String,
+}
+
+/// Runs `certkeeper renew`.
+pub async fn renew(args: RenewArgs) -> Result<ExitCode, CliError> {
+    let client = Client::new(&args.server)?;
+    let _: serde_json::Value = client
+        .post(
+            &format!(
+                "/api/v1/managed-certificates/{}/renew",
+                urlencode(&args.name)
+            ),
+            &serde_json::json!({}),
+        )
+        .await?;
+    match args.server.output {
+        OutputFormat::Json => print_json(&serde_json::json!({"renewal_requested": args.name}))?,
+        OutputFormat::Table => println!(
+            "{}: renewal requested; see `certkeeper status {}`",
+            args.name, args.name
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

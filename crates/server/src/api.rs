@@ -76,6 +76,10 @@ pub fn router(state: SharedState) -> Router {
         .routes(routes!(get_policy))
         .routes(routes!(get_ca))
         .routes(routes!(create_eab_key, list_eab_keys))
+        .routes(routes!(apply_managed))
+        .routes(routes!(list_managed))
+        .routes(routes!(get_managed))
+        .routes(routes!(renew_managed))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .merge(import)
         .split_for_parts();
@@ -914,6 +918,311 @@ async fn create_token(
         revoked_at: None,
         token: Some(minted.secret),
     }))
+}
+
+/// Managed-certificate declarations to apply.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    /// Declarations (name, sans, issuer, profile, key, renewal, targets, owner, labels).
+    #[schema(value_type = Vec<Object>)]
+    pub certificates: Vec<serde_json::Value>,
+    /// Only say what would change.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What applying did (or would do).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApplyResponse {
+    /// One entry per declaration: `create`, `update` (with the fields) or `unchanged`.
+    #[schema(value_type = Vec<Object>)]
+    pub changes: Vec<serde_json::Value>,
+    /// False for a dry run.
+    pub applied: bool,
+}
+
+/// A managed certificate's status.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ManagedView {
+    /// Name.
+    pub name: String,
+    /// Tenant.
+    pub tenant: String,
+    /// `pending` (never issued), `ready` or `failing`.
+    pub state: String,
+    /// Serial in force.
+    pub current_serial: Option<String>,
+    /// Its expiry, RFC 3339.
+    pub not_after: Option<String>,
+    /// Next action, RFC 3339.
+    pub next_action_at: String,
+    /// Why then.
+    pub next_action_reason: String,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: i64,
+    /// Each target: kind, location, deployed serial, probe result, error.
+    #[schema(value_type = Vec<Object>)]
+    pub targets: Vec<serde_json::Value>,
+    /// The declaration.
+    #[schema(value_type = Object)]
+    pub spec: serde_json::Value,
+    /// The latest attempts, newest first (single look-ups only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<AttemptView>,
+}
+
+/// One renewal attempt.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AttemptView {
+    /// Start, RFC 3339.
+    pub started_at: String,
+    /// Duration in milliseconds.
+    pub duration_ms: i64,
+    /// Issuer asked.
+    pub issuer: String,
+    /// `success` or `failure`.
+    pub outcome: String,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// Serial obtained.
+    pub serial: Option<String>,
+}
+
+fn managed_view(record: certkeeper_store::ManagedRecord) -> ManagedView {
+    ManagedView {
+        targets: serde_json::from_str(&record.targets).unwrap_or_default(),
+        spec: serde_json::from_str(&record.spec).unwrap_or_default(),
+        name: record.name,
+        tenant: record.tenant,
+        state: record.state,
+        current_serial: record.current_serial,
+        not_after: record.not_after.map(rfc3339),
+        next_action_at: rfc3339(record.next_action_at),
+        next_action_reason: record.next_action_reason,
+        consecutive_failures: record.consecutive_failures,
+        attempts: Vec::new(),
+    }
+}
+
+/// Apply managed-certificate declarations: create new ones, replace changed ones (never
+/// deletes). With `dry_run`, only report what would change.
+#[utoipa::path(
+    post,
+    path = "/api/v1/managed-certificates/apply",
+    request_body = ApplyRequest,
+    responses((status = 200, body = ApplyResponse), (status = 400, body = Problem, content_type = "application/problem+json")),
+    tag = "managed"
+)]
+async fn apply_managed(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ApplyResponse>, Problem> {
+    let principal = authorize(&state, &headers, Permission::Issue, "managed.apply").await?;
+    let request: ApplyRequest =
+        json_body(&state, &principal.token_id, "managed.apply", body).await?;
+    let checked = async {
+        let mut desired = Vec::new();
+        for (index, value) in request.certificates.into_iter().enumerate() {
+            let spec: certkeeper_lifecycle::ManagedSpec = serde_json::from_value(value)
+                .map_err(|e| Problem::malformed(format!("certificates[{index}]: {e}")))?;
+            let tenant = spec
+                .tenant
+                .clone()
+                .unwrap_or_else(|| Tenant::DEFAULT.into());
+            Tenant::validate(&tenant)?;
+            principal.require_tenant(&tenant)?;
+            state.profile(&spec.profile)?;
+            desired.push(spec);
+        }
+        let stored = state.store.managed_certificates(None).await?;
+        let mut current = Vec::new();
+        for record in &stored {
+            if let Some(spec) = desired.iter().find(|s| s.name == record.name) {
+                let tenant = spec
+                    .tenant
+                    .clone()
+                    .unwrap_or_else(|| Tenant::DEFAULT.into());
+                if record.tenant != tenant {
+                    return Err(Problem::new(
+                        StatusCode::CONFLICT,
+                        "name-taken",
+                        "Name taken",
+                        format!(
+                            "managed certificate {:?} belongs to tenant {:?}; choose another name",
+                            record.name, record.tenant
+                        ),
+                    ));
+                }
+                if let Ok(spec) = serde_json::from_str(&record.spec) {
+                    current.push(spec);
+                }
+            }
+        }
+        let changes = certkeeper_lifecycle::diff_specs(&current, &desired)
+            .map_err(|e| Problem::malformed(e.to_string()))?;
+        Ok::<_, Problem>((desired, changes))
+    }
+    .await;
+    let (desired, changes) = match checked {
+        Ok(done) => done,
+        Err(problem) => {
+            return Err(state
+                .audit_denial(
+                    &principal.token_id,
+                    "managed.apply",
+                    "declarations",
+                    problem,
+                )
+                .await);
+        }
+    };
+    let changes_json: Vec<serde_json::Value> = changes
+        .iter()
+        .map(|c| serde_json::to_value(c).unwrap_or_default())
+        .collect();
+    if !request.dry_run {
+        let now = now();
+        let mut declarations = Vec::new();
+        let mut audit = Vec::new();
+        for (spec, change) in desired.iter().zip(&changes) {
+            if matches!(change, certkeeper_lifecycle::SpecChange::Unchanged { .. }) {
+                continue;
+            }
+            let text = serde_json::to_string(spec).map_err(|e| Problem::internal(e.to_string()))?;
+            declarations.push(certkeeper_store::ManagedDeclaration {
+                name: spec.name.clone(),
+                tenant: spec
+                    .tenant
+                    .clone()
+                    .unwrap_or_else(|| Tenant::DEFAULT.into()),
+                spec: text,
+                next_action_at: now,
+            });
+            audit.push(AuditEvent {
+                actor: principal.token_id.clone(),
+                action: "managed.apply".into(),
+                object: spec.name.clone(),
+                outcome: Outcome::Success,
+                detail: serde_json::to_value(change).unwrap_or_default(),
+            });
+        }
+        if !declarations.is_empty() {
+            state
+                .store
+                .apply(Change {
+                    managed_declarations: declarations,
+                    audit,
+                    ..Change::default()
+                })
+                .await?;
+        }
+    }
+    Ok(Json(ApplyResponse {
+        changes: changes_json,
+        applied: !request.dry_run,
+    }))
+}
+
+/// Managed certificates with their status.
+#[utoipa::path(get, path = "/api/v1/managed-certificates", responses((status = 200, body = Vec<ManagedView>)), tag = "managed")]
+async fn list_managed(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<ManagedView>>, Problem> {
+    let principal = authorize(&state, &headers, Permission::Read, "managed.list").await?;
+    let records = state
+        .store
+        .managed_certificates(principal.tenant.as_deref())
+        .await?;
+    Ok(Json(records.into_iter().map(managed_view).collect()))
+}
+
+/// One managed certificate with its latest attempts.
+#[utoipa::path(
+    get,
+    path = "/api/v1/managed-certificates/{name}",
+    params(("name" = String, Path, description = "Managed certificate name")),
+    responses((status = 200, body = ManagedView), (status = 404, body = Problem, content_type = "application/problem+json")),
+    tag = "managed"
+)]
+async fn get_managed(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<ManagedView>, Problem> {
+    let principal = authorize(&state, &headers, Permission::Read, "managed.get").await?;
+    let record = state
+        .store
+        .managed_certificate(&name)
+        .await?
+        .filter(|r| principal.tenant.as_deref().is_none_or(|t| t == r.tenant))
+        .ok_or_else(|| {
+            Problem::not_found(format!("no managed certificate {name:?} in your tenants"))
+        })?;
+    let mut view = managed_view(record);
+    view.attempts = state
+        .store
+        .renewal_attempts(&name, 20)
+        .await?
+        .into_iter()
+        .map(|a| AttemptView {
+            started_at: rfc3339(a.started_at),
+            duration_ms: a.duration_ms,
+            issuer: a.issuer,
+            outcome: a.outcome,
+            error: a.error,
+            serial: a.serial,
+        })
+        .collect();
+    Ok(Json(view))
+}
+
+/// Renew a managed certificate now.
+#[utoipa::path(
+    post,
+    path = "/api/v1/managed-certificates/{name}/renew",
+    params(("name" = String, Path, description = "Managed certificate name")),
+    responses((status = 202, description = "Scheduled"), (status = 404, body = Problem, content_type = "application/problem+json")),
+    tag = "managed"
+)]
+async fn renew_managed(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Problem> {
+    let principal = authorize(&state, &headers, Permission::Issue, "managed.renew").await?;
+    let visible = state
+        .store
+        .managed_certificate(&name)
+        .await?
+        .is_some_and(|r| principal.tenant.as_deref().is_none_or(|t| t == r.tenant));
+    if !visible {
+        return Err(state
+            .audit_denial(
+                &principal.token_id,
+                "managed.renew",
+                &name,
+                Problem::not_found(format!("no managed certificate {name:?} in your tenants")),
+            )
+            .await);
+    }
+    state
+        .store
+        .apply(Change {
+            managed_renew_now: vec![name.clone()],
+            audit: vec![AuditEvent {
+                actor: principal.token_id.clone(),
+                action: "managed.renew".into(),
+                object: name,
+                outcome: Outcome::Success,
+                detail: serde_json::json!({"requested": true}),
+            }],
+            ..Change::default()
+        })
+        .await?;
+    Ok(StatusCode::ACCEPTED)
 }
 
 /// Request to create an ACME external account binding key.

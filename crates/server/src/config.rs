@@ -40,6 +40,38 @@ pub struct Config {
     /// The ACME server.
     #[serde(default)]
     pub acme: AcmeSection,
+    /// Managed certificates: the reconciler that renews and deploys them.
+    #[serde(default)]
+    pub lifecycle: LifecycleSection,
+}
+
+/// `[lifecycle]`: the reconciler of managed certificates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleSection {
+    /// Run the reconciler (default true).
+    pub enabled: bool,
+    /// Attempts running at once.
+    pub concurrency: usize,
+    /// How often due work is looked for, in milliseconds.
+    pub tick_ms: u64,
+    /// How long a claimed attempt is this server's before another may take it over, such as "5m".
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub lease: u64,
+}
+
+impl Default for LifecycleSection {
+    fn default() -> Self {
+        LifecycleSection {
+            enabled: true,
+            concurrency: 8,
+            tick_ms: 1000,
+            lease: 300,
+        }
+    }
 }
 
 /// `[acme]`: the ACME server (RFC 8555) on the HTTPS listener, one directory per tenant at

@@ -14,6 +14,7 @@ mod error;
 pub mod files;
 pub mod inventory;
 pub mod issuance;
+pub mod lifecycle;
 pub mod ocsp;
 pub mod problem;
 pub mod revocation;

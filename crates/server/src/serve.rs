@@ -142,6 +142,12 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
     });
 
     let mut background = vec![crl_task, ocsp_task];
+    if config.lifecycle.enabled {
+        background.push(crate::lifecycle::spawn(
+            state.clone(),
+            config.lifecycle.clone(),
+        ));
+    }
     if let Some(service) = acme {
         crate::acme::resume_validations(state.clone(), service.clone()).await;
         let housekeeping_state = state.clone();

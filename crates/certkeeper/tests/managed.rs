@@ -1,0 +1,273 @@
+//! Managed certificates end to end: `certkeeper apply` (dry run, create, idempotent),
+//! the reconciler issuing and deploying to file and webhook targets, `certkeeper status`,
+//! `certkeeper renew`, and a declaration that cannot be served failing visibly.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{TestServer, certkeeper, text};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A webhook receiver: keeps every request body, answers 204.
+async fn receiver() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 65536];
+                loop {
+                    let n = stream.read(&mut buffer).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buffer[..n]);
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            kept.lock().unwrap().push(body.to_string());
+                            break;
+                        }
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (port, bodies)
+}
+
+async fn managed(server: &TestServer, name: &str) -> Value {
+    let (status, body, text) = server
+        .get(
+            &format!("/api/v1/managed-certificates/{name}"),
+            Some(server.token()),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    body
+}
+
+async fn wait_for(
+    server: &TestServer,
+    name: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = managed(server, name).await;
+        if done(&view) {
+            return view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: {what} did not happen: {view:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_issue_deploy_status_renew() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("certkeeper.toml");
+    std::fs::write(&config, "[lifecycle]\ntick_ms = 200\n").unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let (hook_port, bodies) = receiver().await;
+    let out = dir.path().join("deployed");
+    let o = out.display();
+    let declarations = dir.path().join("managed.toml");
+    std::fs::write(
+        &declarations,
+        format!(
+            r#"
+[[certificate]]
+name = "web"
+sans = ["www.example.com", "example.com"]
+owner = "team-web"
+labels = {{ env = "prod" }}
+
+[[certificate.targets]]
+type = "file"
+cert = "{o}/web.crt"
+chain = "{o}/web.chain"
+fullchain = "{o}/web.fullchain"
+key = "{o}/web.key"
+
+[[certificate]]
+name = "api"
+sans = ["api.example.com"]
+
+[[certificate.targets]]
+type = "webhook"
+url = "http://127.0.0.1:{hook_port}/deploy"
+
+[[certificate]]
+name = "external"
+sans = ["ext.example.com"]
+issuer = "letsencrypt"
+"#
+        ),
+    )
+    .unwrap();
+    let root = server.data_dir.join("ca/root.crt");
+    let cli = |args: &[&str]| {
+        let mut full = args.to_vec();
+        full.extend_from_slice(&[
+            "--server",
+            &server.https,
+            "--token",
+            server.token(),
+            "--ca-file",
+            root.to_str().unwrap(),
+        ]);
+        certkeeper(&full, dir.path(), &[])
+    };
+
+    // Dry run: three creations, nothing stored.
+    let dry = cli(&[
+        "apply",
+        declarations.to_str().unwrap(),
+        "--dry-run",
+        "--output",
+        "json",
+    ]);
+    assert!(dry.status.success(), "{}", text(&dry));
+    let report: Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(report["applied"], false);
+    assert_eq!(report["changes"].as_array().unwrap().len(), 3);
+    assert!(
+        report["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["change"] == "create")
+    );
+    let (_, list, _) = server
+        .get("/api/v1/managed-certificates", Some(server.token()))
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 0);
+
+    // Apply: the reconciler issues and deploys.
+    let applied = cli(&["apply", declarations.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", text(&applied));
+    let web = wait_for(&server, "web", "first issuance", |v| v["state"] == "ready").await;
+    let serial = web["current_serial"].as_str().unwrap().to_string();
+    assert_eq!(web["targets"][0]["deployed_serial"], serial.as_str());
+    let key_mode = std::fs::metadata(out.join("web.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(key_mode, 0o600);
+    let verify = std::process::Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(&root)
+        .arg("-untrusted")
+        .arg(out.join("web.chain"))
+        .arg(out.join("web.crt"))
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", text(&verify));
+    let (_, inventory, _) = server
+        .get(
+            &format!("/api/v1/certificates/{serial}"),
+            Some(server.token()),
+        )
+        .await;
+    assert_eq!(inventory["labels"]["managed"], "web");
+    assert_eq!(inventory["labels"]["owner"], "team-web");
+    // The next renewal is planned inside the lifetime, with its reason.
+    assert_eq!(web["next_action_reason"], "lifetime_fraction");
+
+    let api = wait_for(&server, "api", "webhook deployment", |v| {
+        v["state"] == "ready"
+    })
+    .await;
+    let hooks = bodies.lock().unwrap().clone();
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    let hook: Value = serde_json::from_str(&hooks[0]).unwrap();
+    assert_eq!(hook["serial"], api["current_serial"]);
+    assert!(
+        hook.get("private_key_pem").is_none(),
+        "the key is only sent when allowed"
+    );
+
+    // An issuer that is not built yet: failing, with the reason, and retried with backoff.
+    let external = wait_for(&server, "external", "a failed attempt", |v| {
+        v["state"] == "failing"
+    })
+    .await;
+    assert_eq!(external["consecutive_failures"], 1);
+    assert!(
+        external["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("letsencrypt")
+    );
+
+    // Applying the same file again changes nothing.
+    let again = cli(&["apply", declarations.to_str().unwrap(), "--output", "json"]);
+    let report: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert!(
+        report["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["change"] == "unchanged"),
+        "{report}"
+    );
+
+    // Renew now: a new certificate, deployed; both attempts recorded.
+    let renewed = cli(&["renew", "web"]);
+    assert!(renewed.status.success(), "{}", text(&renewed));
+    let web = wait_for(&server, "web", "the requested renewal", |v| {
+        v["current_serial"].as_str() != Some(serial.as_str()) && v["state"] == "ready"
+    })
+    .await;
+    let new_serial = web["current_serial"].as_str().unwrap();
+    let on_disk = std::fs::read_to_string(out.join("web.crt")).unwrap();
+    let der = pem::parse(&on_disk).unwrap().into_contents();
+    assert_eq!(
+        certkeeper_pki::parse_certificate(&der).unwrap().serial,
+        new_serial
+    );
+    assert_eq!(web["attempts"].as_array().unwrap().len(), 2);
+
+    // Status as a table and as JSON.
+    let table = cli(&["status"]);
+    assert!(table.status.success(), "{}", text(&table));
+    let shown = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        shown.contains("web") && shown.contains("failing"),
+        "{shown}"
+    );
+    let unknown = cli(&["renew", "nope"]);
+    assert!(!unknown.status.success());
+}
