@@ -11,36 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn postgres_admin_url() -> String {
-    std::env::var("CERTKEEPER_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// Creates a fresh PostgreSQL database with psql and returns its URL.
-pub fn fresh_postgres_database(tag: &str) -> String {
-    let admin = postgres_admin_url();
-    let name = format!("ck_e2e_{tag}_{}", std::process::id());
-    let drop = std::process::Command::new("psql")
-        .args([
-            &admin,
-            "-qc",
-            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        ])
-        .output();
-    assert!(drop.is_ok(), "psql is required (scripts/test installs it)");
-    let create = std::process::Command::new("psql")
-        .args([&admin, "-qc", &format!("CREATE DATABASE {name}")])
-        .output()
-        .unwrap();
-    assert!(
-        create.status.success(),
-        "PostgreSQL is required for this suite: {}",
-        text(&create)
-    );
-    let base = admin.rsplit_once('/').unwrap().0;
-    format!("{base}/{name}")
-}
-
 async fn kill_during_issuance(extra: &[&str], verify_args: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -271,3 +271,105 @@ issuer = "letsencrypt"
     let unknown = cli(&["renew", "nope"]);
     assert!(!unknown.status.success());
 }
+
+fn psql(url: &str, sql: &str) -> String {
+    let output = std::process::Command::new("psql")
+        .args([url, "-qAtc", sql])
+        .output()
+        .expect("psql (scripts/test installs it)");
+    assert!(output.status.success(), "{}", text(&output));
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_servers_on_one_postgres_issue_each_managed_certificate_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::fresh_postgres_database("managed_two");
+    let config = dir.path().join("certkeeper.toml");
+    std::fs::write(
+        &config,
+        "[server]\nmax_body_bytes = 4194304\n\n[lifecycle]\ntick_ms = 100\nconcurrency = 8\n",
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap(), "--database-url", &url];
+    let first = TestServer::start(&dir.path().join("a"), &args);
+    // The second server shares the database, the CA and the audit key.
+    let second_dir = dir.path().join("b");
+    std::fs::create_dir_all(&second_dir).unwrap();
+    std::fs::set_permissions(&second_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    copy_dir(&dir.path().join("a/ca"), &second_dir.join("ca"));
+    std::fs::copy(dir.path().join("a/audit.key"), second_dir.join("audit.key")).unwrap();
+    let second = TestServer::start(&second_dir, &args);
+
+    let declarations: Vec<Value> = (0..1000)
+        .map(|i| serde_json::json!({"name": format!("svc-{i:04}"), "sans": [format!("svc{i}.example.com")]}))
+        .collect();
+    let (status, body, text) = first
+        .post(
+            "/api/v1/managed-certificates/apply",
+            Some(first.token()),
+            &serde_json::json!({"certificates": declarations}),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(body["changes"].as_array().unwrap().len(), 1000);
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ready = psql(
+            &url,
+            "SELECT count(*) FROM managed_certificates WHERE state = 'ready'",
+        );
+        if ready == "1000" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {ready} of 1000 ready");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Exactly one attempt and one certificate per managed certificate, from either server.
+    let repeated = psql(
+        &url,
+        "SELECT count(*) FROM (SELECT managed_name FROM renewal_attempts GROUP BY managed_name HAVING count(*) <> 1) AS r",
+    );
+    assert_eq!(repeated, "0");
+    let issued = psql(
+        &url,
+        "SELECT count(*) FROM certificate_labels WHERE name = 'managed'",
+    );
+    assert_eq!(issued, "1000");
+    let distinct = psql(
+        &url,
+        "SELECT count(DISTINCT value) FROM certificate_labels WHERE name = 'managed'",
+    );
+    assert_eq!(distinct, "1000");
+    // Both servers took part.
+    let servers = psql(
+        &url,
+        "SELECT count(DISTINCT detail::json->>'server') FROM audit_log WHERE action = 'managed.renewal'",
+    );
+    assert_eq!(servers, "2", "both servers should have renewed some");
+    drop(second);
+    drop(first);
+    let name = url.rsplit_once('/').unwrap().1.to_string();
+    let admin = url.rsplit_once('/').unwrap().0.to_string() + "/postgres";
+    let _ = std::process::Command::new("psql")
+        .args([
+            &admin,
+            "-qc",
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        ])
+        .output();
+}

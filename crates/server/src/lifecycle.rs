@@ -73,8 +73,9 @@ pub fn spawn(state: SharedState, config: LifecycleSection) -> tokio::task::JoinH
                     return;
                 };
                 let state = state.clone();
+                let owner = owner.clone();
                 tokio::spawn(async move {
-                    attempt(&state, record).await;
+                    attempt(&state, record, &owner).await;
                     drop(permit);
                 });
             }
@@ -87,7 +88,7 @@ fn unix_now() -> i64 {
 }
 
 /// One attempt: renew and deploy, then record the outcome and the next action.
-async fn attempt(state: &SharedState, record: ManagedRecord) {
+async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
     let started_at = unix_now();
     let clock = Instant::now();
     let spec: Result<ManagedSpec, String> = serde_json::from_str(&record.spec)
@@ -139,7 +140,7 @@ async fn attempt(state: &SharedState, record: ManagedRecord) {
                 audit_event(
                     &record.name,
                     Outcome::Success,
-                    serde_json::json!({"serial": issued.serial, "tenant": record.tenant}),
+                    serde_json::json!({"serial": issued.serial, "tenant": record.tenant, "server": server}),
                 ),
             )
         }
@@ -181,7 +182,7 @@ async fn attempt(state: &SharedState, record: ManagedRecord) {
                 audit_event(
                     &record.name,
                     Outcome::Failure,
-                    serde_json::json!({"error": error, "tenant": record.tenant}),
+                    serde_json::json!({"error": error, "tenant": record.tenant, "server": server}),
                 ),
             )
         }
