@@ -43,6 +43,47 @@ pub struct Config {
     /// Managed certificates: the reconciler that renews and deploys them.
     #[serde(default)]
     pub lifecycle: LifecycleSection,
+    /// External ACME issuers managed certificates can name (`issuer = "<name>"`).
+    #[serde(default, rename = "issuer")]
+    pub issuers: Vec<IssuerConfig>,
+}
+
+/// `[[issuer]]`: an external ACME CA (Let's Encrypt, ZeroSSL, another certkeeper, ...).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Name managed certificates use (`internal` is this certkeeper's CA).
+    pub name: String,
+    /// The ACME directory URL.
+    pub directory: String,
+    /// CA certificate (PEM) to trust for the directory's TLS (default: the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Account contact, such as "mailto:pki@example.com".
+    #[serde(default)]
+    pub contact: Option<String>,
+    /// External account binding key id.
+    #[serde(default)]
+    pub eab_kid: Option<String>,
+    /// External account binding HMAC key (base64url).
+    #[serde(default)]
+    pub eab_hmac_key: Option<String>,
+    /// `http-01` (answered by certkeeper at `http01_listen`) or `dns-01` (through `dns01_hook`).
+    #[serde(default = "default_challenge")]
+    pub challenge: String,
+    /// Where certkeeper answers http-01 challenges, such as "0.0.0.0:80".
+    #[serde(default)]
+    pub http01_listen: Option<SocketAddr>,
+    /// Command called as `<hook> present|cleanup <record name> <value>` for dns-01.
+    #[serde(default)]
+    pub dns01_hook: Option<String>,
+    /// ACME profile to ask for (when the CA offers profiles).
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+fn default_challenge() -> String {
+    "http-01".into()
 }
 
 /// `[lifecycle]`: the reconciler of managed certificates.
@@ -61,6 +102,18 @@ pub struct LifecycleSection {
         serialize_with = "serialize_seconds"
     )]
     pub lease: u64,
+    /// Wait after the first failed attempt, doubling after each further one, such as "1m".
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub backoff_base: u64,
+    /// Longest wait between attempts, such as "6h".
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub backoff_cap: u64,
 }
 
 impl Default for LifecycleSection {
@@ -70,6 +123,8 @@ impl Default for LifecycleSection {
             concurrency: 8,
             tick_ms: 1000,
             lease: 300,
+            backoff_base: 60,
+            backoff_cap: 6 * 3600,
         }
     }
 }
@@ -579,6 +634,51 @@ impl Config {
                 "[acme",
                 "acme: validation_timeout, validation_attempts, max_concurrent_validations and rate_limits.window must be above zero".into(),
             ));
+        }
+        for issuer in &self.issuers {
+            let at = format!("name = \"{}\"", issuer.name);
+            if issuer.name == "internal" || issuer.name.is_empty() {
+                return Err(located(
+                    &at,
+                    "issuer.name must be set and must not be \"internal\" (the built-in CA)".into(),
+                ));
+            }
+            match issuer.challenge.as_str() {
+                "http-01" if issuer.http01_listen.is_none() => {
+                    return Err(located(
+                        &at,
+                        format!(
+                            "issuer {:?}: http-01 needs http01_listen (where certkeeper answers challenges)",
+                            issuer.name
+                        ),
+                    ));
+                }
+                "dns-01" if issuer.dns01_hook.is_none() => {
+                    return Err(located(
+                        &at,
+                        format!("issuer {:?}: dns-01 needs dns01_hook", issuer.name),
+                    ));
+                }
+                "http-01" | "dns-01" => {}
+                other => {
+                    return Err(located(
+                        &at,
+                        format!(
+                            "issuer {:?}: challenge {other:?} is not one of http-01, dns-01",
+                            issuer.name
+                        ),
+                    ));
+                }
+            }
+            if issuer.eab_kid.is_some() != issuer.eab_hmac_key.is_some() {
+                return Err(located(
+                    &at,
+                    format!(
+                        "issuer {:?}: set both eab_kid and eab_hmac_key, or neither",
+                        issuer.name
+                    ),
+                ));
+            }
         }
         let crl = &self.crl;
         if !(1..=1024).contains(&crl.shards) {

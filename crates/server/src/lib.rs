@@ -20,6 +20,7 @@ pub mod problem;
 pub mod revocation;
 mod serve;
 mod tls;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -87,6 +88,8 @@ pub struct AppState {
     pub ocsp: crate::ocsp::OcspService,
     /// The ACME server, unless disabled.
     pub acme: Option<Arc<crate::acme::AcmeService>>,
+    /// External ACME issuers for managed certificates.
+    pub upstreams: Arc<crate::upstream::Upstreams>,
 }
 
 impl AppState {

@@ -11,9 +11,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use certkeeper_lifecycle::{Backoff, ManagedSpec, TargetSpec, jitter_fraction, renewal_time};
+use certkeeper_lifecycle::{
+    Backoff, IssuerChoice, ManagedSpec, TargetSpec, choose_issuer, jitter_fraction, renewal_time,
+};
 use certkeeper_store::{
-    AuditEvent, Change, ManagedOutcome, ManagedRecord, Outcome, RenewalAttempt,
+    AuditEvent, CertificateSource, Change, ManagedOutcome, ManagedRecord, Outcome, RenewalAttempt,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -21,7 +23,7 @@ use tokio::sync::Semaphore;
 use crate::auth::{Principal, Role};
 use crate::config::LifecycleSection;
 use crate::deploy::{FileTarget, Material, deploy_files};
-use crate::issuance::{IssueRequest, IssueResponse};
+use crate::issuance::IssueRequest;
 use crate::{SharedState, Tenant};
 
 /// The audit actor and requester of what the reconciler does.
@@ -50,6 +52,10 @@ pub fn spawn(state: SharedState, config: LifecycleSection) -> tokio::task::JoinH
         let owner = format!("server-{}", hex::encode(id));
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
         let lease = i64::try_from(config.lease.max(30)).unwrap_or(300);
+        let _ = BACKOFF.set(Backoff {
+            base_seconds: i64::try_from(config.backoff_base.max(1)).unwrap_or(60),
+            cap_seconds: i64::try_from(config.backoff_cap.max(1)).unwrap_or(21_600),
+        });
         loop {
             tokio::time::sleep(Duration::from_millis(config.tick_ms.max(50))).await;
             let free = slots.available_permits();
@@ -95,19 +101,21 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
         .map_err(|e| format!("the stored declaration is unreadable ({e}); apply it again"));
     let result = match &spec {
         Ok(spec) => renew(state, &record, spec).await,
-        Err(error) => Err((error.clone(), None, Vec::new())),
+        Err(error) => Err(Failed {
+            error: error.clone(),
+            issuer: "unknown".into(),
+            issued: None,
+            targets: Vec::new(),
+        }),
     };
     let now = unix_now();
     let jitter = jitter_fraction(&record.name);
-    let issuer = spec
-        .as_ref()
-        .map_or_else(|_| "unknown".to_string(), |s| s.issuer.clone());
     let (outcome, audit) = match result {
         Ok((issued, targets)) => {
             let policy = spec.as_ref().map(|s| s.renewal).unwrap_or_default();
             let (next, reason) = renewal_time(
-                issued_not_before(&issued),
-                issued_not_after(&issued),
+                issued.not_before,
+                issued.not_after,
                 policy,
                 None,
                 jitter,
@@ -122,7 +130,7 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
                     name: record.name.clone(),
                     state: "ready".into(),
                     current_serial: Some(issued.serial.clone()),
-                    not_after: Some(issued_not_after(&issued)),
+                    not_after: Some(issued.not_after),
                     next_action_at: next,
                     next_action_reason: reason,
                     consecutive_failures: 0,
@@ -131,7 +139,7 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
                         managed_name: record.name.clone(),
                         started_at,
                         duration_ms: clock.elapsed().as_millis() as i64,
-                        issuer,
+                        issuer: issued.issuer.clone(),
                         outcome: "success".into(),
                         error: None,
                         serial: Some(issued.serial.clone()),
@@ -140,13 +148,13 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
                 audit_event(
                     &record.name,
                     Outcome::Success,
-                    serde_json::json!({"serial": issued.serial, "tenant": record.tenant, "server": server}),
+                    serde_json::json!({"serial": issued.serial, "issuer": issued.issuer, "tenant": record.tenant, "server": server}),
                 ),
             )
         }
-        Err((error, issued, targets)) => {
+        Err(failed) => {
             let failures = record.consecutive_failures + 1;
-            let next = Backoff::default().next_attempt(
+            let next = BACKOFF.get().copied().unwrap_or_default().next_attempt(
                 u32::try_from(failures).unwrap_or(u32::MAX),
                 None,
                 jitter,
@@ -156,33 +164,38 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
                 ManagedOutcome {
                     name: record.name.clone(),
                     state: "failing".into(),
-                    current_serial: issued
+                    current_serial: failed
+                        .issued
                         .as_ref()
                         .map(|i| i.serial.clone())
                         .or(record.current_serial.clone()),
-                    not_after: issued.as_ref().map(issued_not_after).or(record.not_after),
+                    not_after: failed
+                        .issued
+                        .as_ref()
+                        .map(|i| i.not_after)
+                        .or(record.not_after),
                     next_action_at: next,
                     next_action_reason: "retry after a failed attempt".into(),
                     consecutive_failures: failures,
-                    targets: if targets.is_empty() {
+                    targets: if failed.targets.is_empty() {
                         record.targets.clone()
                     } else {
-                        serde_json::to_string(&targets).unwrap_or_else(|_| "[]".into())
+                        serde_json::to_string(&failed.targets).unwrap_or_else(|_| "[]".into())
                     },
                     attempt: RenewalAttempt {
                         managed_name: record.name.clone(),
                         started_at,
                         duration_ms: clock.elapsed().as_millis() as i64,
-                        issuer,
+                        issuer: failed.issuer.clone(),
                         outcome: "failure".into(),
-                        error: Some(error.clone()),
-                        serial: issued.as_ref().map(|i| i.serial.clone()),
+                        error: Some(failed.error.clone()),
+                        serial: failed.issued.as_ref().map(|i| i.serial.clone()),
                     },
                 },
                 audit_event(
                     &record.name,
                     Outcome::Failure,
-                    serde_json::json!({"error": error, "tenant": record.tenant, "server": server}),
+                    serde_json::json!({"error": failed.error, "issuer": failed.issuer, "tenant": record.tenant, "server": server}),
                 ),
             )
         }
@@ -211,35 +224,51 @@ fn audit_event(name: &str, outcome: Outcome, detail: serde_json::Value) -> Audit
     }
 }
 
-fn parse_time(text: &str) -> i64 {
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map(|t| t.unix_timestamp())
-        .unwrap_or(0)
+/// A certificate obtained in an attempt.
+struct Renewed {
+    serial: String,
+    not_before: i64,
+    not_after: i64,
+    /// The issuer that provided it.
+    issuer: String,
 }
 
-fn issued_not_before(issued: &IssueResponse) -> i64 {
-    parse_time(&issued.not_before)
+/// Why an attempt failed, with what it had obtained so far.
+struct Failed {
+    error: String,
+    issuer: String,
+    issued: Option<Renewed>,
+    targets: Vec<TargetState>,
 }
 
-fn issued_not_after(issued: &IssueResponse) -> i64 {
-    parse_time(&issued.not_after)
-}
+/// The backoff in force (set once at start from `[lifecycle]`).
+static BACKOFF: std::sync::OnceLock<Backoff> = std::sync::OnceLock::new();
 
-type Failure = (String, Option<IssueResponse>, Vec<TargetState>);
-
-/// Issues a new certificate and deploys it to every target.
+/// Obtains a new certificate (from the primary issuer, or the fallback after repeated
+/// failures) and deploys it to every target.
 async fn renew(
     state: &SharedState,
     record: &ManagedRecord,
     spec: &ManagedSpec,
-) -> Result<(IssueResponse, Vec<TargetState>), Failure> {
-    let refuse = |message: String| (message, None, Vec::new());
-    if spec.issuer != "internal" {
-        return Err(refuse(format!(
-            "issuer {:?}: only the internal CA (issuer = \"internal\") is built so far",
-            spec.issuer
-        )));
-    }
+) -> Result<(Renewed, Vec<TargetState>), Failed> {
+    let failures = u32::try_from(record.consecutive_failures).unwrap_or(u32::MAX);
+    let issuer = match choose_issuer(
+        failures,
+        spec.fallback_after,
+        spec.fallback_issuer.is_some(),
+    ) {
+        IssuerChoice::Fallback => spec
+            .fallback_issuer
+            .clone()
+            .unwrap_or_else(|| spec.issuer.clone()),
+        IssuerChoice::Primary => spec.issuer.clone(),
+    };
+    let refuse = |error: String| Failed {
+        error,
+        issuer: issuer.clone(),
+        issued: None,
+        targets: Vec::new(),
+    };
     if !spec.key.rotate {
         return Err(refuse(
             "key.rotate = false is not supported yet: a new key is made at every renewal".into(),
@@ -249,38 +278,102 @@ async fn renew(
         .tenant
         .clone()
         .unwrap_or_else(|| Tenant::DEFAULT.to_string());
-    let principal = Principal {
-        token_id: ACTOR.into(),
-        role: Role::Issuer,
-        tenant: Some(tenant.clone()),
-    };
     let mut labels: BTreeMap<String, String> = spec.labels.clone();
     labels.insert("managed".into(), record.name.clone());
     if let Some(owner) = &spec.owner {
         labels.insert("owner".into(), owner.clone());
     }
-    let issued = crate::issuance::issue(
-        state,
-        &principal,
-        IssueRequest {
-            profile: spec.profile.clone(),
-            tenant: Some(tenant),
-            csr: None,
-            key_algorithm: Some(spec.key.algorithm),
-            pkcs12_password: None,
-            common_name: None,
-            sans: spec.sans.clone(),
-            lifetime: None,
-            labels,
-        },
-    )
-    .await
-    .map_err(|problem| refuse(format!("issuance refused: {}", problem.detail)))?;
-    let material = Material {
-        serial: issued.serial.clone(),
-        certificate_pem: issued.certificate_pem.clone(),
-        chain_pem: issued.chain_pem.clone(),
-        key_pem: issued.private_key_pem.clone().unwrap_or_default(),
+    let (renewed, material) = if issuer == "internal" {
+        let principal = Principal {
+            token_id: ACTOR.into(),
+            role: Role::Issuer,
+            tenant: Some(tenant.clone()),
+        };
+        let issued = crate::issuance::issue(
+            state,
+            &principal,
+            IssueRequest {
+                profile: spec.profile.clone(),
+                tenant: Some(tenant),
+                csr: None,
+                key_algorithm: Some(spec.key.algorithm),
+                pkcs12_password: None,
+                common_name: None,
+                sans: spec.sans.clone(),
+                lifetime: None,
+                labels,
+            },
+        )
+        .await
+        .map_err(|problem| refuse(format!("issuance refused: {}", problem.detail)))?;
+        (
+            Renewed {
+                serial: issued.serial.clone(),
+                not_before: parse_time(&issued.not_before),
+                not_after: parse_time(&issued.not_after),
+                issuer: issuer.clone(),
+            },
+            Material {
+                serial: issued.serial.clone(),
+                certificate_pem: issued.certificate_pem.clone(),
+                chain_pem: issued.chain_pem.clone(),
+                key_pem: issued.private_key_pem.clone().unwrap_or_default(),
+            },
+        )
+    } else if state.upstreams.knows(&issuer) {
+        let obtained = state
+            .upstreams
+            .obtain(&issuer, &spec.sans, spec.key.algorithm)
+            .await
+            .map_err(refuse)?;
+        let summary = certkeeper_pki::parse_certificate(&obtained.der)
+            .map_err(|e| refuse(format!("{issuer} sent an unreadable certificate: {e}")))?;
+        let row = crate::inventory::record(
+            summary.clone(),
+            obtained.der.clone(),
+            crate::inventory::Provenance {
+                profile: None,
+                tenant: tenant.clone(),
+                requester: ACTOR.into(),
+                source: CertificateSource::External,
+                labels,
+                crl_shard: 0,
+            },
+        );
+        // In the inventory (and the audit log) before anything is deployed.
+        state
+            .store
+            .apply(Change {
+                certificates: vec![row],
+                audit: vec![AuditEvent {
+                    actor: ACTOR.into(),
+                    action: "certificate.obtain".into(),
+                    object: summary.serial.clone(),
+                    outcome: Outcome::Success,
+                    detail: serde_json::json!({"issuer": issuer, "managed": record.name, "tenant": tenant, "issuer_dn": summary.issuer}),
+                }],
+                ..Change::default()
+            })
+            .await
+            .map_err(|e| refuse(format!("recording the certificate from {issuer}: {e}")))?;
+        (
+            Renewed {
+                serial: summary.serial.clone(),
+                not_before: summary.not_before,
+                not_after: summary.not_after,
+                issuer: issuer.clone(),
+            },
+            Material {
+                serial: summary.serial,
+                certificate_pem: obtained.certificate_pem,
+                chain_pem: obtained.chain_pem,
+                key_pem: obtained.key_pem,
+            },
+        )
+    } else {
+        return Err(refuse(format!(
+            "issuer {issuer:?} is not configured: use \"internal\" or add an [[issuer]] with that name"
+        )));
     };
     let mut targets = Vec::new();
     for target in &spec.targets {
@@ -295,20 +388,27 @@ async fn renew(
         })
         .collect();
     if failed.is_empty() {
-        Ok((issued, targets))
+        Ok((renewed, targets))
     } else {
-        Err((
-            format!(
-                "issued {} but {} of {} targets failed: {}",
-                issued.serial,
+        Err(Failed {
+            error: format!(
+                "obtained {} from {issuer} but {} of {} targets failed: {}",
+                renewed.serial,
                 failed.len(),
                 targets.len(),
                 failed.join("; ")
             ),
-            Some(issued),
+            issuer,
+            issued: Some(renewed),
             targets,
-        ))
+        })
     }
+}
+
+fn parse_time(text: &str) -> i64 {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .unwrap_or(0)
 }
 
 async fn deploy(

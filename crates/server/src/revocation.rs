@@ -225,10 +225,10 @@ async fn revoke_checked(
             format!(
                 "certificate {} is {} in the inventory; only certificates this certkeeper issued can be revoked here",
                 other.certificate.serial,
-                if other.certificate.source == CertificateSource::Ca {
-                    "one of its CA certificates"
-                } else {
-                    "imported"
+                match other.certificate.source {
+                    CertificateSource::Ca => "one of its CA certificates",
+                    CertificateSource::External => "obtained from an external CA",
+                    _ => "imported",
                 }
             ),
         ));

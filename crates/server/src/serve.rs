@@ -105,6 +105,7 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
     } else {
         None
     };
+    let upstreams = Arc::new(crate::upstream::Upstreams::start(&config.issuers, &data_dir).await?);
     let state = Arc::new(AppState {
         store: store.clone(),
         urls: issuer_urls(&base_url, "intermediate"),
@@ -122,6 +123,7 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
         crls: crate::crl::CrlPublisher::new(config.crl.clone()),
         ocsp,
         acme: acme.clone(),
+        upstreams,
     });
     state.crls.rebuild(&state).await?;
     let crl_task = crate::crl::spawn(state.clone());

@@ -14,6 +14,8 @@ pub enum CertificateSource {
     Imported,
     /// One of this certkeeper's own CA certificates.
     Ca,
+    /// Obtained from an external ACME CA for a managed certificate.
+    External,
 }
 
 impl CertificateSource {
@@ -23,6 +25,7 @@ impl CertificateSource {
             CertificateSource::Issued => "issued",
             CertificateSource::Imported => "imported",
             CertificateSource::Ca => "ca",
+            CertificateSource::External => "external",
         }
     }
 
@@ -31,6 +34,7 @@ impl CertificateSource {
             "issued" => Ok(CertificateSource::Issued),
             "imported" => Ok(CertificateSource::Imported),
             "ca" => Ok(CertificateSource::Ca),
+            "external" => Ok(CertificateSource::External),
             other => Err(crate::StoreError::Corrupt(format!(
                 "unknown certificate source {other:?}"
             ))),

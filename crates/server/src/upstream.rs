@@ -1,0 +1,373 @@
+//! External ACME issuers for managed certificates, through instant-acme: the account (created
+//! once, with external account binding when configured, its key kept in
+//! `<data_dir>/issuers/<name>.json`, mode 0600), http-01 answered by certkeeper's own
+//! responder or dns-01 through a hook, then finalize with a fresh key and download.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, State};
+use base64::Engine;
+use certkeeper_pki::KeyAlgorithm;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,
+    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+};
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::config::IssuerConfig;
+use crate::files::{PRIVATE, write_atomic};
+
+/// A certificate obtained from an external issuer.
+pub struct Obtained {
+    /// The leaf, PEM.
+    pub certificate_pem: String,
+    /// The rest of the chain, PEM.
+    pub chain_pem: String,
+    /// The new private key, PKCS#8 PEM.
+    pub key_pem: String,
+    /// The leaf, DER.
+    pub der: Vec<u8>,
+}
+
+type Tokens = Arc<Mutex<HashMap<String, String>>>;
+
+/// The configured external issuers.
+pub struct Upstreams {
+    issuers: HashMap<String, Upstream>,
+    tokens: Tokens,
+}
+
+struct Upstream {
+    config: IssuerConfig,
+    credentials_path: PathBuf,
+    account: AsyncMutex<Option<Account>>,
+}
+
+impl Upstreams {
+    /// Prepares the issuers and starts one http-01 responder per distinct listen address.
+    pub async fn start(
+        configs: &[IssuerConfig],
+        data_dir: &Path,
+    ) -> Result<Upstreams, crate::ServerError> {
+        let tokens: Tokens = Arc::new(Mutex::new(HashMap::new()));
+        let mut listening = Vec::new();
+        for config in configs {
+            if let Some(address) = config.http01_listen
+                && !listening.contains(&address)
+            {
+                listening.push(address);
+                let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+                    crate::ServerError::Listen(format!(
+                        "issuer {:?}: cannot listen for http-01 on {address}: {e}",
+                        config.name
+                    ))
+                })?;
+                let router = axum::Router::new()
+                    .route(
+                        "/.well-known/acme-challenge/{token}",
+                        axum::routing::get(answer),
+                    )
+                    .with_state(tokens.clone());
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, router).await;
+                });
+            }
+        }
+        let issuers = configs
+            .iter()
+            .map(|config| {
+                (
+                    config.name.clone(),
+                    Upstream {
+                        credentials_path: data_dir
+                            .join("issuers")
+                            .join(format!("{}.json", config.name)),
+                        config: config.clone(),
+                        account: AsyncMutex::new(None),
+                    },
+                )
+            })
+            .collect();
+        Ok(Upstreams { issuers, tokens })
+    }
+
+    /// Whether `name` is a configured external issuer.
+    pub fn knows(&self, name: &str) -> bool {
+        self.issuers.contains_key(name)
+    }
+
+    /// Obtains a certificate for `sans` from issuer `name`.
+    pub async fn obtain(
+        &self,
+        name: &str,
+        sans: &[String],
+        algorithm: KeyAlgorithm,
+    ) -> Result<Obtained, String> {
+        let upstream = self.issuers.get(name).ok_or_else(|| {
+            format!("issuer {name:?} is not configured ([[issuer]] in the configuration)")
+        })?;
+        let account = upstream.account().await?;
+        let identifiers: Vec<Identifier> = sans
+            .iter()
+            .map(|san| match san.parse::<IpAddr>() {
+                Ok(ip) => Identifier::Ip(ip),
+                Err(_) => Identifier::Dns(san.clone()),
+            })
+            .collect();
+        let mut new_order = NewOrder::new(&identifiers);
+        if let Some(profile) = &upstream.config.profile {
+            new_order = new_order.profile(profile);
+        }
+        let mut order = account
+            .new_order(&new_order)
+            .await
+            .map_err(|e| format!("{name}: newOrder: {}", describe(&e)))?;
+        let mut cleanup = Vec::new();
+        let mut tokens = Vec::new();
+        let result = async {
+            let mut authorizations = order.authorizations();
+            while let Some(authorization) = authorizations.next().await {
+                let mut authorization = authorization
+                    .map_err(|e| format!("{name}: authorization: {}", describe(&e)))?;
+                match authorization.status {
+                    AuthorizationStatus::Valid => continue,
+                    AuthorizationStatus::Pending => {}
+                    other => return Err(format!("{name}: an authorization is {other:?}")),
+                }
+                if upstream.config.challenge == "dns-01" {
+                    let mut challenge = authorization
+                        .challenge(ChallengeType::Dns01)
+                        .ok_or_else(|| format!("{name}: the CA offers no dns-01 challenge"))?;
+                    let base = match challenge.identifier().identifier {
+                        Identifier::Dns(dns) => dns.clone(),
+                        other => return Err(format!("{name}: dns-01 cannot validate {other:?}")),
+                    };
+                    let record = format!("_acme-challenge.{base}.");
+                    let value = challenge.key_authorization().dns_value();
+                    let hook = upstream.config.dns01_hook.clone().unwrap_or_default();
+                    run_hook(&hook, "present", &record, &value).await?;
+                    cleanup.push((hook, record, value));
+                    challenge
+                        .set_ready()
+                        .await
+                        .map_err(|e| format!("{name}: challenge: {}", describe(&e)))?;
+                } else {
+                    let mut challenge = authorization
+                        .challenge(ChallengeType::Http01)
+                        .ok_or_else(|| format!("{name}: the CA offers no http-01 challenge"))?;
+                    let token = challenge.token.clone();
+                    self.tokens
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(
+                            token.clone(),
+                            challenge.key_authorization().as_str().to_string(),
+                        );
+                    tokens.push(token);
+                    challenge
+                        .set_ready()
+                        .await
+                        .map_err(|e| format!("{name}: challenge: {}", describe(&e)))?;
+                }
+            }
+            let retry = RetryPolicy::new()
+                .initial_delay(Duration::from_millis(200))
+                .backoff(1.5)
+                .timeout(Duration::from_secs(120));
+            let status = order
+                .poll_ready(&retry)
+                .await
+                .map_err(|e| format!("{name}: waiting for validation: {}", describe(&e)))?;
+            if status != OrderStatus::Ready {
+                return Err(format!(
+                    "{name}: the order became {status:?}; see the CA's authorization errors"
+                ));
+            }
+            let key = rcgen_key(algorithm)?;
+            let mut params =
+                rcgen::CertificateParams::new(sans.to_vec()).map_err(|e| format!("names: {e}"))?;
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            let csr = params
+                .serialize_request(&key)
+                .map_err(|e| format!("CSR: {e}"))?;
+            order
+                .finalize_csr(csr.der())
+                .await
+                .map_err(|e| format!("{name}: finalize: {}", describe(&e)))?;
+            let chain = order
+                .poll_certificate(&retry)
+                .await
+                .map_err(|e| format!("{name}: download: {}", describe(&e)))?;
+            Ok((chain, key.serialize_pem()))
+        }
+        .await;
+        for (hook, record, value) in cleanup {
+            let _ = run_hook(&hook, "cleanup", &record, &value).await;
+        }
+        {
+            let mut map = self
+                .tokens
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for token in tokens {
+                map.remove(&token);
+            }
+        }
+        let (chain, key_pem) = result?;
+        let blocks = pem::parse_many(chain.as_bytes())
+            .map_err(|e| format!("{name}: the chain is not PEM: {e}"))?;
+        let leaf = blocks
+            .first()
+            .ok_or_else(|| format!("{name}: the CA sent no certificate"))?;
+        Ok(Obtained {
+            certificate_pem: pem::encode(leaf),
+            chain_pem: blocks[1..].iter().map(pem::encode).collect(),
+            key_pem,
+            der: leaf.contents().to_vec(),
+        })
+    }
+}
+
+impl Upstream {
+    /// The ACME account: loaded from its file, or created (and saved) on first use.
+    async fn account(&self) -> Result<Account, String> {
+        let mut slot = self.account.lock().await;
+        if let Some(account) = slot.as_ref() {
+            return Ok(account.clone());
+        }
+        let name = &self.config.name;
+        let builder = || {
+            match &self.config.ca_file {
+                Some(path) => Account::builder_with_root(path),
+                None => Account::builder(),
+            }
+            .map_err(|e| format!("{name}: HTTPS client: {}", describe(&e)))
+        };
+        let account = match std::fs::read(&self.credentials_path) {
+            Ok(bytes) => {
+                let credentials: AccountCredentials =
+                    serde_json::from_slice(&bytes).map_err(|e| {
+                        format!(
+                            "{}: unreadable ({e}); remove it to register a new account",
+                            self.credentials_path.display()
+                        )
+                    })?;
+                builder()?
+                    .from_credentials(credentials)
+                    .await
+                    .map_err(|e| format!("{name}: account: {}", describe(&e)))?
+            }
+            Err(_) => {
+                let eab = match (&self.config.eab_kid, &self.config.eab_hmac_key) {
+                    (Some(kid), Some(key)) => {
+                        let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                            .decode(key.trim_end_matches('='))
+                            .map_err(|_| format!("{name}: eab_hmac_key is not base64url"))?;
+                        Some(ExternalAccountKey::new(kid.clone(), &key))
+                    }
+                    _ => None,
+                };
+                let contact: Vec<&str> = self.config.contact.iter().map(String::as_str).collect();
+                let (account, credentials) = builder()?
+                    .create(
+                        &NewAccount {
+                            contact: &contact,
+                            terms_of_service_agreed: true,
+                            only_return_existing: false,
+                        },
+                        self.config.directory.clone(),
+                        eab.as_ref(),
+                    )
+                    .await
+                    .map_err(|e| format!("{name}: newAccount: {}", describe(&e)))?;
+                let text = serde_json::to_vec(&credentials).map_err(|e| e.to_string())?;
+                write_atomic(&self.credentials_path, &text, PRIVATE).map_err(|e| e.to_string())?;
+                account
+            }
+        };
+        *slot = Some(account.clone());
+        Ok(account)
+    }
+}
+
+fn rcgen_key(algorithm: KeyAlgorithm) -> Result<rcgen::KeyPair, String> {
+    let alg = match algorithm {
+        KeyAlgorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        KeyAlgorithm::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+        KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
+        _ => &rcgen::PKCS_RSA_SHA256,
+    };
+    if matches!(
+        algorithm,
+        KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 | KeyAlgorithm::Ed25519
+    ) {
+        rcgen::KeyPair::generate_for(alg).map_err(|e| format!("key generation: {e}"))
+    } else {
+        let key = certkeeper_pki::SoftwareKey::generate(algorithm)
+            .map_err(|e| format!("key generation: {e}"))?;
+        rcgen::KeyPair::try_from(key.pkcs8_der().as_slice()).map_err(|e| format!("key: {e}"))
+    }
+}
+
+/// An instant-acme error with the CA's problem detail when there is one.
+fn describe(error: &instant_acme::Error) -> String {
+    match error {
+        instant_acme::Error::Api(problem) => format!(
+            "{} ({})",
+            problem.detail.clone().unwrap_or_default(),
+            problem.r#type.clone().unwrap_or_default()
+        ),
+        other => {
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+async fn run_hook(hook: &str, action: &str, record: &str, value: &str) -> Result<(), String> {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(hook)
+            .args([action, record, value])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| format!("dns-01 hook {hook} {action} did not finish within 60 s"))?
+    .map_err(|e| format!("dns-01 hook {hook}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "dns-01 hook {hook} {action} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+async fn answer(
+    State(tokens): State<Tokens>,
+    UrlPath(token): UrlPath<String>,
+) -> (axum::http::StatusCode, String) {
+    let found = tokens
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&token)
+        .cloned();
+    match found {
+        Some(key_authorization) => (axum::http::StatusCode::OK, key_authorization),
+        None => (axum::http::StatusCode::NOT_FOUND, String::new()),
+    }
+}
