@@ -174,3 +174,167 @@ async fn nginx_target_deploys_and_restores_on_a_failed_reload_or_probe() {
     // Secrets stay out of error messages and debug output.
     assert!(!format!("{error} {third:?}").contains("PRIVATE KEY"));
 }
+
+async fn managed_view(server: &TestServer, name: &str) -> serde_json::Value {
+    let (status, view, text) = server
+        .get(
+            &format!("/api/v1/managed-certificates/{name}"),
+            Some(server.token()),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    view
+}
+
+async fn wait_managed(
+    server: &TestServer,
+    name: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = managed_view(server, name).await;
+        if done(&view) {
+            return view;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {view:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_managed_certificate_renews_into_nginx_and_a_broken_reload_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("certkeeper.toml");
+    std::fs::write(
+        &config,
+        "[lifecycle]\ntick_ms = 200\nbackoff_base = \"1h\"\n",
+    )
+    .unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let work = dir.path().join("nginx");
+    std::fs::create_dir_all(work.join("tmp")).unwrap();
+    let w = work.display().to_string();
+    let port = free_port();
+    let nginx_config = format!(
+        "worker_processes 1;\nerror_log {w}/error.log info;\npid {w}/nginx.pid;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {w}/tmp;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {w}/fullchain.pem;\n    ssl_certificate_key {w}/key.pem;\n    location / {{ return 200 \"ok\"; }}\n  }}\n}}\n"
+    );
+    std::fs::write(work.join("nginx.conf"), &nginx_config).unwrap();
+    // nginx needs a certificate to start: a first one from the API.
+    let bootstrap = issue(&server, "web.example.com").await;
+    deploy_files(
+        &FileTarget {
+            fullchain: Some(work.join("fullchain.pem")),
+            key: Some(work.join("key.pem")),
+            ..FileTarget::default()
+        },
+        &bootstrap,
+    )
+    .await
+    .unwrap();
+    let _nginx = Nginx(
+        Command::new(nginx_binary())
+            .args([
+                "-p",
+                &w,
+                "-c",
+                &format!("{w}/nginx.conf"),
+                "-g",
+                "daemon off;",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (scripts/test installs nginx-light)"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while served_serial(port) != bootstrap.serial {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nginx did not start serving"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let reload = format!("{} -p {w} -c {w}/nginx.conf -s reload", nginx_binary());
+    let declaration = serde_json::json!({"certificates": [{
+        "name": "web", "sans": ["web.example.com"],
+        "targets": [{"type": "nginx", "fullchain": format!("{w}/fullchain.pem"),
+                     "key": format!("{w}/key.pem"), "probe": format!("127.0.0.1:{port}"),
+                     "reload": reload}]
+    }]});
+    let (status, _, text) = server
+        .post(
+            "/api/v1/managed-certificates/apply",
+            Some(server.token()),
+            &declaration,
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let first = wait_managed(&server, "web", "first deployment", |v| {
+        v["state"] == "ready"
+    })
+    .await;
+    let first_serial = first["current_serial"].as_str().unwrap().to_string();
+    assert_eq!(first["targets"][0]["probed"], true);
+    assert_eq!(served_serial(port), first_serial);
+
+    // A renewal reaches nginx.
+    let renew = |server: &TestServer| {
+        let server_url = server.url("/api/v1/managed-certificates/web/renew");
+        let client = server.client.clone();
+        let token = server.token().to_string();
+        async move {
+            let response = client
+                .post(server_url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 202);
+        }
+    };
+    renew(&server).await;
+    let second = wait_managed(&server, "web", "renewal", |v| {
+        v["state"] == "ready" && v["current_serial"].as_str() != Some(first_serial.as_str())
+    })
+    .await;
+    let second_serial = second["current_serial"].as_str().unwrap().to_string();
+    assert_eq!(served_serial(port), second_serial);
+
+    // nginx's configuration breaks: the next renewal's reload fails, the previous files come
+    // back, nginx keeps serving the second certificate, and status says what failed.
+    std::fs::write(work.join("nginx.conf"), "broken\n").unwrap();
+    renew(&server).await;
+    let failing = wait_managed(&server, "web", "failed renewal", |v| {
+        v["state"] == "failing"
+    })
+    .await;
+    let target = &failing["targets"][0];
+    assert!(
+        target["error"].as_str().unwrap().contains("reload"),
+        "{failing:#}"
+    );
+    assert_eq!(
+        failing["current_serial"],
+        second_serial.as_str(),
+        "the serial in force"
+    );
+    assert_ne!(
+        failing["attempts"][0]["serial"],
+        second_serial.as_str(),
+        "the attempt's own"
+    );
+    assert_eq!(served_serial(port), second_serial);
+    let on_disk = std::fs::read(work.join("fullchain.pem")).unwrap();
+    let leaf = pem::parse_many(&on_disk).unwrap()[0].contents().to_vec();
+    assert_eq!(
+        certkeeper_pki::parse_certificate(&leaf).unwrap().serial,
+        second_serial
+    );
+    std::fs::write(work.join("nginx.conf"), &nginx_config).unwrap();
+}

@@ -119,6 +119,9 @@ pub enum TargetSpec {
         key: String,
         /// `host:port` nginx serves the certificate on.
         probe: String,
+        /// Reload command (default `nginx -s reload`), for an instance with its own prefix.
+        #[serde(default)]
+        reload: Option<String>,
     },
     /// An HTTPS (or HTTP) endpoint that receives the chain as JSON.
     Webhook {

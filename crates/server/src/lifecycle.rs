@@ -164,16 +164,10 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
                 ManagedOutcome {
                     name: record.name.clone(),
                     state: "failing".into(),
-                    current_serial: failed
-                        .issued
-                        .as_ref()
-                        .map(|i| i.serial.clone())
-                        .or(record.current_serial.clone()),
-                    not_after: failed
-                        .issued
-                        .as_ref()
-                        .map(|i| i.not_after)
-                        .or(record.not_after),
+                    // What is in force stays what it was: a certificate obtained but not
+                    // deployed is only in the attempt's record.
+                    current_serial: record.current_serial.clone(),
+                    not_after: record.not_after,
                     next_action_at: next,
                     next_action_reason: "retry after a failed attempt".into(),
                     consecutive_failures: failures,
@@ -444,9 +438,10 @@ async fn deploy(
             fullchain,
             key,
             probe,
+            reload,
         } => (
             "nginx",
-            FileTarget::nginx(fullchain.into(), key.into(), probe.clone(), None),
+            FileTarget::nginx(fullchain.into(), key.into(), probe.clone(), reload.clone()),
         ),
         TargetSpec::Webhook { url, include_key } => {
             return webhook(state, url, *include_key, name, material).await;
