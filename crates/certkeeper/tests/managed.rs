@@ -373,3 +373,128 @@ async fn two_servers_on_one_postgres_issue_each_managed_certificate_once() {
         ])
         .output();
 }
+
+/// SHA-256 (hex) of the SubjectPublicKeyInfo of a PEM private key.
+fn key_spki_sha256(key_pem: &str) -> String {
+    let key = rcgen::KeyPair::from_pem(key_pem).unwrap();
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        &rcgen::PublicKeyData::subject_public_key_info(&key),
+    );
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_a_renewal_burst_leaves_no_mismatch_no_stuck_certificate_no_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("certkeeper.toml");
+    std::fs::write(
+        &config,
+        "[server]\nmax_body_bytes = 4194304\n\n[lifecycle]\ntick_ms = 100\nconcurrency = 4\nlease = \"30s\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let args = ["--config", config.to_str().unwrap(), "--listen", &listen];
+    let mut server = TestServer::start(&data, &args);
+    let token = server.token().to_string();
+    let out = dir.path().join("out");
+    let count = 1000;
+    let declarations: Vec<Value> = (0..count)
+        .map(|i| {
+            serde_json::json!({"name": format!("svc-{i:04}"), "sans": [format!("svc{i}.example.com")],
+                "targets": [{"type": "file",
+                    "cert": out.join(format!("svc-{i:04}.crt")), "key": out.join(format!("svc-{i:04}.key"))}]})
+        })
+        .collect();
+    let (status, _, body) = server
+        .post(
+            "/api/v1/managed-certificates/apply",
+            Some(&token),
+            &serde_json::json!({"certificates": declarations}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Kill it in the middle of the burst.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, list, _) = server
+            .get("/api/v1/managed-certificates", Some(&token))
+            .await;
+        let ready = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["state"] == "ready")
+            .count();
+        if ready >= 40 {
+            assert!(ready < count, "the burst finished before the kill");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the burst did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill();
+
+    let mut server = TestServer::start(&data, &args);
+    server.token = Some(token.clone());
+    // Attempts cut by the kill are taken over once their lease (30 s) has passed.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let list = loop {
+        let (_, list, _) = server
+            .get("/api/v1/managed-certificates", Some(&token))
+            .await;
+        let ready = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["state"] == "ready")
+            .count();
+        if ready == count {
+            break list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stuck: only {ready} of {count} ready"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for managed in list.as_array().unwrap() {
+        let name = managed["name"].as_str().unwrap();
+        // Every target holds a certificate that matches its key, and it is the one in force.
+        let cert = std::fs::read(out.join(format!("{name}.crt"))).unwrap();
+        let der = pem::parse(&cert).unwrap().into_contents();
+        let summary = certkeeper_pki::parse_certificate(&der).unwrap();
+        let key = std::fs::read_to_string(out.join(format!("{name}.key"))).unwrap();
+        assert_eq!(
+            summary.spki_sha256,
+            key_spki_sha256(&key),
+            "{name}: certificate and key differ"
+        );
+        assert_eq!(managed["current_serial"], summary.serial.as_str(), "{name}");
+    }
+    // No issuance loop: at most one repeat, for the attempts the kill cut short.
+    let view_of = |name: String| {
+        let server = &server;
+        let token = token.clone();
+        async move {
+            let (_, view, _) = server
+                .get(
+                    &format!("/api/v1/managed-certificates/{name}"),
+                    Some(&token),
+                )
+                .await;
+            view["attempts"].as_array().unwrap().len()
+        }
+    };
+    let mut repeated = 0;
+    for i in 0..count {
+        let attempts = view_of(format!("svc-{i:04}")).await;
+        assert!(attempts <= 2, "svc-{i:04}: {attempts} attempts");
+        repeated += usize::from(attempts == 2);
+    }
+    assert!(
+        repeated <= 8,
+        "{repeated} repeated attempts for a concurrency of 4"
+    );
+}
