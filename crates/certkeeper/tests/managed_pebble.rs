@@ -246,3 +246,104 @@ http01_listen = "127.0.0.1:{http01_port}"
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_issuer_answering_rate_limited_is_not_asked_again_before_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let http01_port = free_port();
+    // The upstream CA: another certkeeper whose ACME server allows one order per account and hour.
+    let upstream_config = common::acme::acme_config(
+        dir.path(),
+        &dns,
+        http01_port,
+        free_port(),
+        "[acme.rate_limits]\norders_per_account = 1\nwindow = \"1h\"\n",
+    );
+    let upstream_dir = dir.path().join("upstream");
+    std::fs::create_dir_all(&upstream_dir).unwrap();
+    let upstream_toml = upstream_dir.join("certkeeper.toml");
+    std::fs::rename(&upstream_config, &upstream_toml).unwrap();
+    let upstream = TestServer::start(
+        &upstream_dir.join("data"),
+        &["--config", upstream_toml.to_str().unwrap()],
+    );
+    let config = dir.path().join("certkeeper.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[lifecycle]\ntick_ms = 200\nbackoff_base = \"1s\"\nbackoff_cap = \"2s\"\n\n[[issuer]]\nname = \"upstream\"\ndirectory = \"{}\"\nca_file = \"{}\"\nchallenge = \"http-01\"\nhttp01_listen = \"127.0.0.1:{http01_port}\"\n",
+            upstream.url("/acme/default/directory"),
+            upstream_dir.join("data/ca/root.crt").display()
+        ),
+    )
+    .unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let declarations = serde_json::json!({"certificates": [
+        {"name": "one", "sans": ["one.example.com"], "issuer": "upstream"},
+        {"name": "two", "sans": ["two.example.com"], "issuer": "upstream"},
+    ]});
+    let (status, _, body) = server
+        .post(
+            "/api/v1/managed-certificates/apply",
+            Some(server.token()),
+            &declarations,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let view = |name: &'static str| {
+        let server = &server;
+        async move {
+            let (_, view, _) = server
+                .get(
+                    &format!("/api/v1/managed-certificates/{name}"),
+                    Some(server.token()),
+                )
+                .await;
+            view
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (ready, limited) = loop {
+        let (one, two) = (view("one").await, view("two").await);
+        let states = (one["state"].clone(), two["state"].clone());
+        if states == ("ready".into(), "failing".into()) {
+            break (one, two);
+        }
+        if states == ("failing".into(), "ready".into()) {
+            break (two, one);
+        }
+        assert!(Instant::now() < deadline, "{one:#} {two:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(ready["current_serial"].is_string());
+    let error = limited["attempts"][0]["error"].as_str().unwrap();
+    assert!(error.contains("rateLimited"), "{error}");
+    assert_eq!(limited["next_action_reason"], "the issuer's Retry-After");
+    // The backoff alone (1-2 s) would retry at once; Retry-After (about an hour) wins.
+    let next = time::OffsetDateTime::parse(
+        limited["next_action_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(
+        next > time::OffsetDateTime::now_utc() + time::Duration::minutes(50),
+        "{next}"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let name = limited["name"].as_str().unwrap().to_string();
+    let (_, again, _) = server
+        .get(
+            &format!("/api/v1/managed-certificates/{name}"),
+            Some(server.token()),
+        )
+        .await;
+    assert_eq!(
+        again["attempts"].as_array().unwrap().len(),
+        1,
+        "asked again: {again:#}"
+    );
+}

@@ -106,6 +106,7 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
             issuer: "unknown".into(),
             issued: None,
             targets: Vec::new(),
+            retry_after: None,
         }),
     };
     let now = unix_now();
@@ -156,7 +157,7 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
             let failures = record.consecutive_failures + 1;
             let next = BACKOFF.get().copied().unwrap_or_default().next_attempt(
                 u32::try_from(failures).unwrap_or(u32::MAX),
-                None,
+                failed.retry_after,
                 jitter,
                 now,
             );
@@ -169,7 +170,11 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
                     current_serial: record.current_serial.clone(),
                     not_after: record.not_after,
                     next_action_at: next,
-                    next_action_reason: "retry after a failed attempt".into(),
+                    next_action_reason: if failed.retry_after.is_some() {
+                        "the issuer's Retry-After".into()
+                    } else {
+                        "retry after a failed attempt".into()
+                    },
                     consecutive_failures: failures,
                     targets: if failed.targets.is_empty() {
                         record.targets.clone()
@@ -233,6 +238,8 @@ struct Failed {
     issuer: String,
     issued: Option<Renewed>,
     targets: Vec<TargetState>,
+    /// The issuer's `Retry-After` (Unix seconds): the next attempt is not earlier.
+    retry_after: Option<i64>,
 }
 
 /// The backoff in force (set once at start from `[lifecycle]`).
@@ -262,6 +269,7 @@ async fn renew(
         issuer: issuer.clone(),
         issued: None,
         targets: Vec::new(),
+        retry_after: None,
     };
     if !spec.key.rotate {
         return Err(refuse(
@@ -319,7 +327,10 @@ async fn renew(
             .upstreams
             .obtain(&issuer, &spec.sans, spec.key.algorithm)
             .await
-            .map_err(refuse)?;
+            .map_err(|e| Failed {
+                retry_after: e.retry_after,
+                ..refuse(e.message)
+            })?;
         let summary = certkeeper_pki::parse_certificate(&obtained.der)
             .map_err(|e| refuse(format!("{issuer} sent an unreadable certificate: {e}")))?;
         let row = crate::inventory::record(
@@ -395,6 +406,7 @@ async fn renew(
             issuer,
             issued: Some(renewed),
             targets,
+            retry_after: None,
         })
     }
 }

@@ -45,6 +45,117 @@ struct Upstream {
     config: IssuerConfig,
     credentials_path: PathBuf,
     account: AsyncMutex<Option<Account>>,
+    /// The last `Retry-After` the CA sent (Unix seconds), from any response.
+    retry_after: Arc<Mutex<Option<i64>>>,
+}
+
+/// Why obtaining failed, and until when the CA asked not to be asked again.
+pub struct ObtainError {
+    /// What went wrong.
+    pub message: String,
+    /// The CA's `Retry-After` when it answered `rateLimited` (Unix seconds).
+    pub retry_after: Option<i64>,
+}
+
+impl From<String> for ObtainError {
+    fn from(message: String) -> Self {
+        ObtainError {
+            message,
+            retry_after: None,
+        }
+    }
+}
+
+type HyperClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    instant_acme::BodyWrapper<axum::body::Bytes>,
+>;
+
+/// instant-acme's HTTPS client, noting every `Retry-After` header the CA sends (instant-acme
+/// reports problems without their headers).
+#[derive(Clone)]
+struct RetryAfterClient {
+    inner: HyperClient,
+    retry_after: Arc<Mutex<Option<i64>>>,
+}
+
+impl RetryAfterClient {
+    fn new(ca_file: Option<&Path>, retry_after: Arc<Mutex<Option<i64>>>) -> Result<Self, String> {
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let builder = match ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let mut roots = rustls::RootCertStore::empty();
+                for certificate in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+                    roots
+                        .add(certificate.map_err(|e| format!("{}: {e}", path.display()))?)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+                builder.with_tls_config(
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(roots)
+                        .with_no_client_auth(),
+                )
+            }
+            None => builder
+                .try_with_platform_verifier()
+                .map_err(|e| format!("the system's certificate verifier: {e}"))?,
+        };
+        let connector = builder.https_only().enable_http1().enable_http2().build();
+        Ok(RetryAfterClient {
+            inner:
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build(connector),
+            retry_after,
+        })
+    }
+}
+
+type ResponseFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<instant_acme::BytesResponse, instant_acme::Error>>
+            + Send,
+    >,
+>;
+
+impl instant_acme::HttpClient for RetryAfterClient {
+    fn request(
+        &self,
+        request: axum::http::Request<instant_acme::BodyWrapper<axum::body::Bytes>>,
+    ) -> ResponseFuture {
+        let future = self.inner.request(request);
+        let retry_after = self.retry_after.clone();
+        Box::pin(async move {
+            let response = future
+                .await
+                .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
+            if let Some(at) = response
+                .headers()
+                .get(axum::http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after)
+            {
+                *retry_after
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(at);
+            }
+            Ok(instant_acme::BytesResponse::from(response))
+        })
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date, to Unix seconds.
+fn parse_retry_after(value: &str) -> Option<i64> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if let Ok(seconds) = value.trim().parse::<i64>() {
+        return Some(now + seconds.max(0));
+    }
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::PrimitiveDateTime::parse(value.trim(), &format)
+        .ok()
+        .map(|t| t.assume_utc().unix_timestamp())
 }
 
 impl Upstreams {
@@ -88,6 +199,7 @@ impl Upstreams {
                             .join(format!("{}.json", config.name)),
                         config: config.clone(),
                         account: AsyncMutex::new(None),
+                        retry_after: Arc::new(Mutex::new(None)),
                     },
                 )
             })
@@ -106,7 +218,7 @@ impl Upstreams {
         name: &str,
         sans: &[String],
         algorithm: KeyAlgorithm,
-    ) -> Result<Obtained, String> {
+    ) -> Result<Obtained, ObtainError> {
         let upstream = self.issuers.get(name).ok_or_else(|| {
             format!("issuer {name:?} is not configured ([[issuer]] in the configuration)")
         })?;
@@ -122,10 +234,30 @@ impl Upstreams {
         if let Some(profile) = &upstream.config.profile {
             new_order = new_order.profile(profile);
         }
-        let mut order = account
-            .new_order(&new_order)
-            .await
-            .map_err(|e| format!("{name}: newOrder: {}", describe(&e)))?;
+        *upstream
+            .retry_after
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        let mut order = match account.new_order(&new_order).await {
+            Ok(order) => order,
+            Err(error) => {
+                let limited = matches!(&error, instant_acme::Error::Api(p)
+                    if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:rateLimited"));
+                let retry_after = if limited {
+                    *upstream
+                        .retry_after
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                } else {
+                    None
+                };
+                return Err(ObtainError {
+                    message: format!("{name}: newOrder: {}", describe(&error)),
+                    retry_after,
+                });
+            }
+        };
+
         let mut cleanup = Vec::new();
         let mut tokens = Vec::new();
         let result = async {
@@ -240,13 +372,10 @@ impl Upstream {
             return Ok(account.clone());
         }
         let name = &self.config.name;
-        let builder = || {
-            match &self.config.ca_file {
-                Some(path) => Account::builder_with_root(path),
-                None => Account::builder(),
-            }
-            .map_err(|e| format!("{name}: HTTPS client: {}", describe(&e)))
-        };
+        let client =
+            RetryAfterClient::new(self.config.ca_file.as_deref(), self.retry_after.clone())
+                .map_err(|e| format!("{name}: HTTPS client: {e}"))?;
+        let builder = || Ok::<_, String>(Account::builder_with_http(Box::new(client.clone())));
         let account = match std::fs::read(&self.credentials_path) {
             Ok(bytes) => {
                 let credentials: AccountCredentials =
