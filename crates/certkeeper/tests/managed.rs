@@ -498,3 +498,77 @@ async fn sigkill_during_a_renewal_burst_leaves_no_mismatch_no_stuck_certificate_
         "{repeated} repeated attempts for a concurrency of 4"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_managed_certificates_issued_together_plan_their_renewals_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("certkeeper.toml");
+    std::fs::write(
+        &config,
+        "[server]\nmax_body_bytes = 16777216\n\n[lifecycle]\ntick_ms = 50\nconcurrency = 16\n",
+    )
+    .unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let count = 10_000;
+    let declarations: Vec<Value> = (0..count)
+        .map(|i| serde_json::json!({"name": format!("m{i:05}"), "sans": [format!("m{i}.example.com")]}))
+        .collect();
+    let (status, _, body) = server
+        .post(
+            "/api/v1/managed-certificates/apply",
+            Some(server.token()),
+            &serde_json::json!({"certificates": declarations}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let list = loop {
+        let (_, list, _) = server
+            .get("/api/v1/managed-certificates", Some(server.token()))
+            .await;
+        let ready = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["state"] == "ready")
+            .count();
+        if ready == count {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "only {ready} of {count} issued");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    // The planned renewal times: a histogram per day, and no minute with more than 0.1 %.
+    let mut per_minute: std::collections::BTreeMap<i64, usize> = Default::default();
+    for managed in list.as_array().unwrap() {
+        let at = time::OffsetDateTime::parse(
+            managed["next_action_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+        .unix_timestamp();
+        *per_minute.entry(at / 60).or_default() += 1;
+    }
+    let first_minute = *per_minute.keys().next().unwrap();
+    let mut per_day: std::collections::BTreeMap<i64, usize> = Default::default();
+    for (minute, n) in &per_minute {
+        *per_day.entry((minute - first_minute) / 1440).or_default() += n;
+    }
+    for (day, n) in &per_day {
+        println!("day +{day:>2}: {n:>5} {}", "#".repeat(n / 50));
+    }
+    let busiest = per_minute.values().copied().max().unwrap();
+    println!("busiest minute: {busiest} of {count}");
+    assert!(
+        busiest <= count / 1000,
+        "{busiest} renewals planned in one minute"
+    );
+    assert!(
+        per_day.len() >= 8,
+        "renewals spread over {} days only",
+        per_day.len()
+    );
+}
