@@ -176,22 +176,8 @@ async fn malformed_and_forbidden_requests_get_the_rfc_8555_error_and_no_certific
 
     // CSR names that differ from the order's: badCSR.
     let order = acme.new_order(&[("dns", "csr.example.com")]).await;
-    let authz = acme
-        .post(order.json["authorizations"][0].as_str().unwrap(), None)
-        .await;
-    let challenge = challenge_of(&authz.json, "dns-01");
-    let key_authorization = format!(
-        "{}.{}",
-        challenge["token"].as_str().unwrap(),
-        acme.thumbprint()
-    );
-    let digest =
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key_authorization.as_bytes());
-    dns.set_txt("csr.example.com", &b64(digest.as_ref())).await;
-    let answer = acme
-        .post(challenge["url"].as_str().unwrap(), Some(&json!({})))
-        .await;
-    assert_eq!(answer.json["status"], "valid", "{}", answer.text);
+    let answer = answer_dns01(&mut acme, &dns, &order.json).await;
+    assert_eq!(answer["status"], "valid", "{answer}");
     let mismatch = acme
         .post(
             order.json["finalize"].as_str().unwrap(),
@@ -494,8 +480,18 @@ async fn ari_window_replaces_and_already_replaced_with_instant_acme() {
 
 /// Completes the dns-01 challenge of the order's first authorization; returns the challenge.
 async fn answer_dns01(acme: &mut RawAcme, dns: &DnsServer, order: &Value) -> Value {
+    answer_dns01_of(acme, dns, order, 0).await
+}
+
+/// Completes the dns-01 challenge of the order's authorization `index`; returns the challenge.
+async fn answer_dns01_of(
+    acme: &mut RawAcme,
+    dns: &DnsServer,
+    order: &Value,
+    index: usize,
+) -> Value {
     let authz = acme
-        .post(order["authorizations"][0].as_str().unwrap(), None)
+        .post(order["authorizations"][index].as_str().unwrap(), None)
         .await;
     let name = authz.json["identifier"]["value"]
         .as_str()
@@ -765,27 +761,7 @@ async fn authorizations_are_reused_and_the_certificate_key_can_revoke() {
             ("dns", "www.reuse.example.com"),
         ])
         .await;
-    let outcome = {
-        let authz = acme
-            .post(racing.json["authorizations"][1].as_str().unwrap(), None)
-            .await;
-        let name = authz.json["identifier"]["value"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let challenge = challenge_of(&authz.json, "dns-01");
-        let key_authorization = format!(
-            "{}.{}",
-            challenge["token"].as_str().unwrap(),
-            acme.thumbprint()
-        );
-        let digest =
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key_authorization.as_bytes());
-        dns.set_txt(&name, &b64(digest.as_ref())).await;
-        acme.post(challenge["url"].as_str().unwrap(), Some(&json!({})))
-            .await
-            .json
-    };
+    let outcome = answer_dns01_of(&mut acme, &dns, &racing.json, 1).await;
     assert_eq!(outcome["status"], "valid", "{outcome}");
     let before = server.inventory_count().await;
     let finalize_url = racing.json["finalize"].as_str().unwrap().to_string();

@@ -287,6 +287,17 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// The expiry time (Unix seconds) of an optional `expires_in` duration such as "90d".
+fn expiry(expires_in: Option<&str>) -> Result<Option<i64>, Problem> {
+    expires_in
+        .map(|text| {
+            parse_duration(text)
+                .map(|s| now().saturating_add(i64::try_from(s).unwrap_or(i64::MAX)))
+                .map_err(Problem::malformed)
+        })
+        .transpose()
+}
+
 /// Who a failed request claimed to be, for the audit log.
 fn claimed_actor(headers: &HeaderMap) -> String {
     headers
@@ -866,15 +877,7 @@ async fn create_token(
                 "a tenant-scoped admin can only create tokens for its own tenant; set `tenant`",
             ));
         }
-        request
-            .expires_in
-            .as_deref()
-            .map(|text| {
-                parse_duration(text)
-                    .map(|s| now().saturating_add(i64::try_from(s).unwrap_or(i64::MAX)))
-                    .map_err(Problem::malformed)
-            })
-            .transpose()
+        expiry(request.expires_in.as_deref())
     })();
     let expires_at = match checked {
         Ok(expires_at) => expires_at,
@@ -1293,15 +1296,7 @@ async fn create_eab_key(
     let checked = (|| {
         Tenant::validate(&request.tenant)?;
         principal.require_tenant(&request.tenant)?;
-        request
-            .expires_in
-            .as_deref()
-            .map(|text| {
-                parse_duration(text)
-                    .map(|s| now().saturating_add(i64::try_from(s).unwrap_or(i64::MAX)))
-                    .map_err(Problem::malformed)
-            })
-            .transpose()
+        expiry(request.expires_in.as_deref())
     })();
     let expires_at = match checked {
         Ok(expires_at) => expires_at,

@@ -382,7 +382,7 @@ async fn renew(
     };
     let mut targets = Vec::new();
     for target in &spec.targets {
-        targets.push(deploy(state, target, &record.name, &material).await);
+        targets.push(deploy(target, &record.name, &material).await);
     }
     let failed: Vec<String> = targets
         .iter()
@@ -417,12 +417,7 @@ fn parse_time(text: &str) -> i64 {
         .unwrap_or(0)
 }
 
-async fn deploy(
-    state: &SharedState,
-    target: &TargetSpec,
-    name: &str,
-    material: &Material,
-) -> TargetState {
+async fn deploy(target: &TargetSpec, name: &str, material: &Material) -> TargetState {
     let path = |p: &Option<String>| p.as_ref().map(PathBuf::from);
     let (kind, file_target) = match target {
         TargetSpec::File {
@@ -456,7 +451,7 @@ async fn deploy(
             FileTarget::nginx(fullchain.into(), key.into(), probe.clone(), reload.clone()),
         ),
         TargetSpec::Webhook { url, include_key } => {
-            return webhook(state, url, *include_key, name, material).await;
+            return webhook(url, *include_key, name, material).await;
         }
     };
     let location = [
@@ -488,13 +483,10 @@ async fn deploy(
     }
 }
 
-async fn webhook(
-    _state: &SharedState,
-    url: &str,
-    include_key: bool,
-    name: &str,
-    material: &Material,
-) -> TargetState {
+/// One HTTP client (connection pool) for every webhook target.
+static WEBHOOK_CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+
+async fn webhook(url: &str, include_key: bool, name: &str, material: &Material) -> TargetState {
     let mut body = serde_json::json!({
         "managed_certificate": name,
         "serial": material.serial,
@@ -506,10 +498,17 @@ async fn webhook(
         body["private_key_pem"] = serde_json::json!(material.key_pem);
     }
     let result = async {
-        let response = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| e.to_string())?
+        let client = match WEBHOOK_CLIENT.get() {
+            Some(client) => client.clone(),
+            None => {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                WEBHOOK_CLIENT.get_or_init(|| client).clone()
+            }
+        };
+        let response = client
             .post(url)
             .json(&body)
             .send()

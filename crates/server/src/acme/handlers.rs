@@ -332,13 +332,17 @@ fn json_reply(status: StatusCode, value: Value) -> Reply {
     Reply::json(status, value)
 }
 
-/// Applies a change; a used nonce found by the database is a badNonce.
-async fn commit(ctx: &Ctx, change: Change) -> Result<certkeeper_store::ChangeOutcome, Failure> {
-    let objects = change.acme_objects.clone();
-    let result = ctx.app().store.apply(change).await;
-    ctx.service.written(&objects, result.is_ok());
-    match result {
-        Ok(outcome) => Ok(outcome),
+/// A committed change, or an object that another request changed first (its version moved).
+enum Written {
+    Done(certkeeper_store::ChangeOutcome),
+    LostRace,
+}
+
+/// Applies a change; a used nonce found by the database is a badNonce, a lost race is left to
+/// the caller (what it means depends on the resource).
+async fn commit_racing(ctx: &Ctx, change: Change) -> Result<Written, Failure> {
+    match ctx.service.apply(&ctx.app().store, change).await {
+        Ok(outcome) => Ok(Written::Done(outcome)),
         Err(StoreError::Conflict(detail)) if detail.contains("nonce") => Err(AcmeError::new(
             ErrorType::BadNonce,
             "this nonce was already used; retry with the nonce in this response",
@@ -346,13 +350,21 @@ async fn commit(ctx: &Ctx, change: Change) -> Result<certkeeper_store::ChangeOut
         .into()),
         Err(StoreError::Conflict(detail)) => {
             tracing::debug!(%detail, "ACME write lost a race");
-            Err(AcmeError::new(
-                ErrorType::Malformed,
-                "the object changed while this request ran; fetch it and retry",
-            )
-            .into())
+            Ok(Written::LostRace)
         }
         Err(error) => Err(error.into()),
+    }
+}
+
+/// Applies a change; a lost race asks the client to fetch the object and retry.
+async fn commit(ctx: &Ctx, change: Change) -> Result<certkeeper_store::ChangeOutcome, Failure> {
+    match commit_racing(ctx, change).await? {
+        Written::Done(outcome) => Ok(outcome),
+        Written::LostRace => Err(AcmeError::new(
+            ErrorType::Malformed,
+            "the object changed while this request ran; fetch it and retry",
+        )
+        .into()),
     }
 }
 
@@ -1197,34 +1209,17 @@ async fn finalize(
         let mut claimed = order.clone();
         claimed.doc.status = Status::Processing;
         let claim = claimed.updated("processing", None, order.row.expires_at)?;
-        let written = ctx
-            .app()
-            .store
-            .apply(Change {
-                acme_objects: vec![claim.clone()],
-                acme_nonces: vec![verified.nonce],
-                ..Change::default()
-            })
-            .await;
-        ctx.service
-            .written(std::slice::from_ref(&claim), written.is_ok());
-        match written {
-            Ok(_) => {}
-            Err(StoreError::Conflict(detail)) if detail.contains("nonce") => {
-                return Err(AcmeError::new(
-                    ErrorType::BadNonce,
-                    "this nonce was already used; retry with the nonce in this response",
-                )
-                .into());
-            }
-            Err(StoreError::Conflict(_)) => {
-                return Err(AcmeError::new(
-                    ErrorType::OrderNotReady,
-                    "the order is being finalized by another request; fetch the order",
-                )
-                .into());
-            }
-            Err(error) => return Err(error.into()),
+        let claimed_change = Change {
+            acme_objects: vec![claim.clone()],
+            acme_nonces: vec![verified.nonce],
+            ..Change::default()
+        };
+        if let Written::LostRace = commit_racing(&ctx, claimed_change).await? {
+            return Err(AcmeError::new(
+                ErrorType::OrderNotReady,
+                "the order is being finalized by another request; fetch the order",
+            )
+            .into());
         }
         let order = Loaded {
             row: claim,
@@ -1368,12 +1363,11 @@ async fn finalize_checked(
     crate::issuance::prepare_and_sign(ctx.app(), &principal, &ctx.tenant, request).await
 }
 
+/// A CSR name as the inventory writes SANs, DNS names compared case-insensitively.
 fn san_entry_text(entry: &SanEntry) -> String {
     match entry {
         SanEntry::Dns(v) => format!("DNS:{}", v.to_ascii_lowercase()),
-        SanEntry::Ip(ip) => format!("IP:{ip}"),
-        SanEntry::Uri(v) => format!("URI:{v}"),
-        SanEntry::Email(v) => format!("email:{v}"),
+        other => other.to_string(),
     }
 }
 
@@ -1507,32 +1501,18 @@ async fn challenge(
                 let mut updated = authz.clone();
                 updated.doc.challenges[index].status = Status::Processing;
                 let object = updated.updated("processing", None, authz.row.expires_at)?;
-                let written = ctx
-                    .app()
-                    .store
-                    .apply(Change {
-                        acme_objects: vec![object.clone()],
-                        acme_nonces: vec![verified.nonce],
-                        ..Change::default()
-                    })
-                    .await;
-                ctx.service
-                    .written(std::slice::from_ref(&object), written.is_ok());
-                match written {
-                    Ok(_) => updated.doc.challenges[index].clone(),
+                let change = Change {
+                    acme_objects: vec![object],
+                    acme_nonces: vec![verified.nonce],
+                    ..Change::default()
+                };
+                match commit_racing(&ctx, change).await? {
+                    Written::Done(_) => updated.doc.challenges[index].clone(),
                     // The validation recorded its outcome first.
-                    Err(StoreError::Conflict(detail)) if !detail.contains("nonce") => {
+                    Written::LostRace => {
                         ctx.service.remember_nonce(verified.nonce);
                         done.await.ok().flatten().unwrap_or(current)
                     }
-                    Err(StoreError::Conflict(_)) => {
-                        return Err(AcmeError::new(
-                            ErrorType::BadNonce,
-                            "this nonce was already used; retry with the nonce in this response",
-                        )
-                        .into());
-                    }
-                    Err(error) => return Err(error.into()),
                 }
             }
         };
@@ -1602,7 +1582,7 @@ async fn record_validation(
             .check_caa(
                 &identifier.value,
                 authz.doc.wildcard,
-                &caa_identities(service),
+                &service.config.caa_identities,
             )
             .await;
     }
@@ -1648,14 +1628,15 @@ async fn record_validation(
             }
         };
         let object = next.updated(row_status, None, expires).ok()?;
-        let written = state
-            .store
-            .apply(Change {
-                acme_objects: vec![object.clone()],
-                ..Change::default()
-            })
+        let written = service
+            .apply(
+                &state.store,
+                Change {
+                    acme_objects: vec![object],
+                    ..Change::default()
+                },
+            )
             .await;
-        service.written(std::slice::from_ref(&object), written.is_ok());
         match written {
             Ok(_) => return Some(next.doc.challenges[index].clone()),
             Err(StoreError::Conflict(_)) => continue,
@@ -1666,11 +1647,6 @@ async fn record_validation(
         }
     }
     None
-}
-
-/// The CAA identities that authorise this CA.
-fn caa_identities(service: &AcmeService) -> Vec<String> {
-    service.config.caa_identities.clone()
 }
 
 /// Restarts validations that a stopped server left in flight.

@@ -190,6 +190,18 @@ impl AcmeService {
         Ok(object)
     }
 
+    /// Applies a change through the store, keeping the cached objects in step with it.
+    async fn apply(
+        &self,
+        store: &Store,
+        change: Change,
+    ) -> Result<certkeeper_store::ChangeOutcome, certkeeper_store::StoreError> {
+        let objects = change.acme_objects.clone();
+        let result = store.apply(change).await;
+        self.written(&objects, result.is_ok());
+        result
+    }
+
     /// Keeps objects just committed (or forgets them when the commit failed).
     fn written(&self, objects: &[AcmeObject], committed: bool) {
         let mut cache = lock(&self.objects);
@@ -226,10 +238,15 @@ impl AcmeService {
         })
     }
 
+    /// The rate-limit window in seconds.
+    fn window(&self) -> i64 {
+        i64::try_from(self.config.rate_limits.window).unwrap_or(i64::MAX / 4)
+    }
+
     /// Counts one use of each key and refuses (with seconds to wait) if any is over its limit.
     fn rate_limit(&self, keys: &[(String, u64)]) -> Result<(), (AcmeError, u64)> {
         let now = unix_now();
-        let window = i64::try_from(self.config.rate_limits.window).unwrap_or(i64::MAX / 4);
+        let window = self.window();
         let mut limits = lock(&self.limits);
         for (key, limit) in keys {
             let (start, count) = limits.current(key, now, window);
@@ -256,14 +273,14 @@ impl AcmeService {
     /// Counts a failed validation for an identifier.
     fn count_failed_validation(&self, identifier_key: &str) {
         let now = unix_now();
-        let window = i64::try_from(self.config.rate_limits.window).unwrap_or(i64::MAX / 4);
+        let window = self.window();
         lock(&self.limits).add(&format!("failed:{identifier_key}"), now, window);
     }
 
     /// Failed validations counted for an identifier in the current window.
     fn failed_validations(&self, identifier_key: &str) -> (u64, u64) {
         let now = unix_now();
-        let window = i64::try_from(self.config.rate_limits.window).unwrap_or(i64::MAX / 4);
+        let window = self.window();
         let (start, count) =
             lock(&self.limits).current(&format!("failed:{identifier_key}"), now, window);
         (count, (start + window - now).max(1) as u64)
@@ -293,7 +310,7 @@ impl AcmeService {
         }
         if round.is_multiple_of(50) {
             lock(&self.used_nonces).retain(|_, expires| *expires > now);
-            lock(&self.limits).prune(now, self.config.rate_limits.window as i64);
+            lock(&self.limits).prune(now, self.window());
         }
         // Once a minute. Orders and authorizations are kept a day past expiry so that clients
         // polling late still see what happened.
