@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -103,6 +103,16 @@ async fn apply_issue_deploy_status_renew() {
     let out = dir.path().join("deployed");
     let o = out.display();
     let declarations = dir.path().join("managed.toml");
+    let password_file = dir.path().join("p12.pass");
+    std::fs::write(&password_file, "correct horse\n").unwrap();
+    let pw = password_file.display();
+    // As root, hand the files to another user; otherwise to ourselves (chown needs root).
+    let me = std::fs::metadata("/proc/self").unwrap();
+    let (owner, expected_uid, expected_gid) = if me.uid() == 0 {
+        ("nobody:nogroup".to_string(), 65534, 65534)
+    } else {
+        (format!("{}:{}", me.uid(), me.gid()), me.uid(), me.gid())
+    };
     std::fs::write(
         &declarations,
         format!(
@@ -132,6 +142,21 @@ url = "http://127.0.0.1:{hook_port}/deploy"
 name = "external"
 sans = ["ext.example.com"]
 issuer = "letsencrypt"
+
+[[certificate]]
+name = "kept"
+sans = ["kept.example.com"]
+key = {{ algorithm = "ecdsa-p384", rotate = false }}
+
+[[certificate.targets]]
+type = "file"
+fullchain = "{o}/kept.pem"
+key = "{o}/kept.key"
+pkcs12 = "{o}/kept.p12"
+pkcs12_password_file = "{pw}"
+owner = "{owner}"
+mode = "0640"
+key_mode = "0640"
 "#
         ),
     )
@@ -150,7 +175,7 @@ issuer = "letsencrypt"
         certkeeper(&full, dir.path(), &[])
     };
 
-    // Dry run: three creations, nothing stored.
+    // Dry run: four creations, nothing stored.
     let dry = cli(&[
         "apply",
         declarations.to_str().unwrap(),
@@ -161,7 +186,7 @@ issuer = "letsencrypt"
     assert!(dry.status.success(), "{}", text(&dry));
     let report: Value = serde_json::from_slice(&dry.stdout).unwrap();
     assert_eq!(report["applied"], false);
-    assert_eq!(report["changes"].as_array().unwrap().len(), 3);
+    assert_eq!(report["changes"].as_array().unwrap().len(), 4);
     assert!(
         report["changes"]
             .as_array()
@@ -219,7 +244,7 @@ issuer = "letsencrypt"
         "the key is only sent when allowed"
     );
 
-    // An issuer that is not built yet: failing, with the reason, and retried with backoff.
+    // An issuer that is not configured: failing, with the reason, and retried with backoff.
     let external = wait_for(&server, "external", "a failed attempt", |v| {
         v["state"] == "failing"
     })
@@ -245,6 +270,7 @@ issuer = "letsencrypt"
     );
 
     // Renew now: a new certificate, deployed; both attempts recorded.
+    let web_key_before = std::fs::read_to_string(out.join("web.key")).unwrap();
     let renewed = cli(&["renew", "web"]);
     assert!(renewed.status.success(), "{}", text(&renewed));
     let web = wait_for(&server, "web", "the requested renewal", |v| {
@@ -259,6 +285,67 @@ issuer = "letsencrypt"
         new_serial
     );
     assert_eq!(web["attempts"].as_array().unwrap().len(), 2);
+
+    // A kept key: PKCS#12 and PEM files with the declared owner and modes; a renewal brings a
+    // new certificate for the same key.
+    let kept = wait_for(&server, "kept", "first issuance", |v| v["state"] == "ready").await;
+    let first_serial = kept["current_serial"].as_str().unwrap().to_string();
+    let key_before = std::fs::read_to_string(out.join("kept.key")).unwrap();
+    for (file, mode) in [
+        ("kept.pem", 0o640),
+        ("kept.key", 0o640),
+        ("kept.p12", 0o640),
+    ] {
+        let meta = std::fs::metadata(out.join(file)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (expected_uid, expected_gid),
+            "{file}"
+        );
+    }
+    let p12_serial = |serial: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "openssl pkcs12 -in '{}' -passin 'file:{}' -nokeys -clcerts | openssl x509 -noout -serial",
+                out.join("kept.p12").display(),
+                password_file.display()
+            ))
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        assert!(
+            shown.contains(&format!("serial={serial}")),
+            "{shown} {}",
+            text(&out)
+        );
+    };
+    p12_serial(&first_serial);
+    assert!(cli(&["renew", "kept"]).status.success());
+    let kept = wait_for(&server, "kept", "the kept-key renewal", |v| {
+        v["current_serial"].as_str() != Some(first_serial.as_str()) && v["state"] == "ready"
+    })
+    .await;
+    let second_serial = kept["current_serial"].as_str().unwrap();
+    p12_serial(second_serial);
+    assert_eq!(
+        std::fs::read_to_string(out.join("kept.key")).unwrap(),
+        key_before,
+        "rotate = false keeps the key"
+    );
+    assert!(key_before.contains("PRIVATE KEY"));
+    let fullchain = std::fs::read_to_string(out.join("kept.pem")).unwrap();
+    let leaf = certkeeper_pki::parse_certificate(&pem::parse(&fullchain).unwrap().into_contents())
+        .unwrap();
+    assert_eq!(leaf.serial, second_serial);
+    assert_eq!(leaf.key_algorithm, "ecdsa-p384");
+    assert_eq!(leaf.spki_sha256, key_spki_sha256(&key_before));
+    // Web's key changed at its renewal (rotate defaults to true).
+    assert_ne!(
+        std::fs::read_to_string(out.join("web.key")).unwrap(),
+        web_key_before
+    );
 
     // Status as a table and as JSON.
     let table = cli(&["status"]);
@@ -505,7 +592,7 @@ async fn ten_thousand_managed_certificates_issued_together_plan_their_renewals_a
     let config = dir.path().join("certkeeper.toml");
     std::fs::write(
         &config,
-        "[server]\nmax_body_bytes = 16777216\n\n[lifecycle]\ntick_ms = 50\nconcurrency = 16\n",
+        "[server]\nmax_body_bytes = 16777216\n\n[lifecycle]\ntick_ms = 50\nconcurrency = 16\ninternal_concurrency = 6\n",
     )
     .unwrap();
     let server = TestServer::start(
@@ -541,6 +628,23 @@ async fn ten_thousand_managed_certificates_issued_together_plan_their_renewals_a
         assert!(Instant::now() < deadline, "only {ready} of {count} issued");
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
+    // The internal CA's bound held: never more than 6 attempts at once, and the bound was
+    // reached (the work queued behind it rather than running one by one).
+    let (status, loads, _) = server
+        .get("/api/v1/lifecycle/issuers", Some(server.token()))
+        .await;
+    assert_eq!(status, 200, "{loads}");
+    let internal = loads
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "internal")
+        .unwrap();
+    println!("internal CA load: {internal}");
+    assert_eq!(internal["concurrency"], 6);
+    assert_eq!(internal["attempts"], count);
+    let max = internal["max_in_flight"].as_u64().unwrap();
+    assert!((2..=6).contains(&max), "{max} attempts at once");
     // The planned renewal times: a histogram per day, and no minute with more than 0.1 %.
     let mut per_minute: std::collections::BTreeMap<i64, usize> = Default::default();
     for managed in list.as_array().unwrap() {

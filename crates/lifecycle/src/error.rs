@@ -14,4 +14,7 @@ pub enum LifecycleError {
     /// Two declarations share a name.
     #[error("managed certificate {0:?} is declared twice; names must be unique")]
     DuplicateName(String),
+    /// A file mode that is not octal permission bits.
+    #[error("{0}")]
+    InvalidMode(String),
 }

@@ -2,8 +2,8 @@
 //! declares ([`ManagedSpec`]), when it is due for renewal ([`renewal_time`]), how long to wait
 //! after a failed attempt ([`Backoff`]) and which issuer to ask ([`choose_issuer`]).
 //!
-//! The server's reconciler (not built yet) calls these; keeping them pure lets them be tested
-//! exhaustively with property tests.
+//! The server's reconciler calls these; keeping them pure lets them be tested exhaustively
+//! with property tests.
 #![forbid(unsafe_code)]
 
 mod backoff;
@@ -14,4 +14,4 @@ mod spec;
 pub use backoff::{Backoff, IssuerChoice, choose_issuer};
 pub use error::LifecycleError;
 pub use plan::{RenewalPolicy, RenewalReason, jitter_fraction, renewal_time};
-pub use spec::{KeyPolicy, ManagedSpec, SpecChange, TargetSpec, diff_specs};
+pub use spec::{KeyPolicy, ManagedSpec, SpecChange, TargetSpec, diff_specs, parse_mode};

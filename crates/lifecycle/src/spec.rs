@@ -102,8 +102,24 @@ pub enum TargetSpec {
         chain: Option<String>,
         /// Leaf followed by the chain (PEM).
         fullchain: Option<String>,
-        /// Private key (PEM, mode 0600).
+        /// Private key (PEM, mode `key_mode`).
         key: Option<String>,
+        /// PKCS#12 bundle of key, certificate and chain (mode `key_mode`).
+        #[serde(default)]
+        pkcs12: Option<String>,
+        /// File holding the PKCS#12 password (its first line).
+        #[serde(default)]
+        pkcs12_password_file: Option<String>,
+        /// Owner of the written files: `user` or `user:group` (names or numeric ids).
+        #[serde(default)]
+        owner: Option<String>,
+        /// Mode of the certificate files, octal such as "0644" (the default).
+        #[serde(default)]
+        mode: Option<String>,
+        /// Mode of the key and PKCS#12 files, octal such as "0640" (default "0600"); never
+        /// readable by others.
+        #[serde(default)]
+        key_mode: Option<String>,
         /// Command run after writing, such as `systemctl reload haproxy`.
         #[serde(default)]
         reload: Option<String>,
@@ -177,16 +193,57 @@ impl ManagedSpec {
                     chain,
                     fullchain,
                     key,
+                    pkcs12,
+                    pkcs12_password_file,
+                    owner,
+                    mode,
+                    key_mode,
                     ..
                 } => {
-                    let paths: Vec<&String> = [cert, chain, fullchain, key]
+                    let paths: Vec<&String> = [cert, chain, fullchain, key, pkcs12]
                         .into_iter()
                         .flatten()
                         .collect();
                     if paths.is_empty() {
                         return Err(invalid(format!(
-                            "targets[{index}]: a file target needs at least one of cert, chain, fullchain, key"
+                            "targets[{index}]: a file target needs at least one of cert, chain, fullchain, key, pkcs12"
                         )));
+                    }
+                    if pkcs12.is_some() != pkcs12_password_file.is_some() {
+                        return Err(invalid(format!(
+                            "targets[{index}]: pkcs12 and pkcs12_password_file go together"
+                        )));
+                    }
+                    if let Some(file) = pkcs12_password_file
+                        && !file.starts_with('/')
+                    {
+                        return Err(invalid(format!(
+                            "targets[{index}]: pkcs12_password_file {file:?} must be absolute"
+                        )));
+                    }
+                    if let Some(mode) = mode {
+                        parse_mode(mode)
+                            .map_err(|e| invalid(format!("targets[{index}].mode: {e}")))?;
+                    }
+                    if let Some(mode) = key_mode {
+                        let bits = parse_mode(mode)
+                            .map_err(|e| invalid(format!("targets[{index}].key_mode: {e}")))?;
+                        if bits & 0o007 != 0 {
+                            return Err(invalid(format!(
+                                "targets[{index}].key_mode {mode:?} lets every user on the host at the key; use 0600 or 0640"
+                            )));
+                        }
+                    }
+                    if let Some(owner) = owner {
+                        let (user, group) = owner.split_once(':').unwrap_or((owner, ""));
+                        if user.is_empty()
+                            || owner.matches(':').count() > 1
+                            || (owner.contains(':') && group.is_empty())
+                        {
+                            return Err(invalid(format!(
+                                "targets[{index}].owner {owner:?} must be `user` or `user:group`"
+                            )));
+                        }
                     }
                     paths
                 }
@@ -208,6 +265,18 @@ impl ManagedSpec {
         }
         Ok(())
     }
+}
+
+/// An octal file mode such as "0640" or "640" (permission bits only).
+pub fn parse_mode(text: &str) -> Result<u32, LifecycleError> {
+    u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|bits| *bits <= 0o777)
+        .ok_or_else(|| {
+            LifecycleError::InvalidMode(format!(
+                "{text:?} is not an octal file mode such as \"0644\""
+            ))
+        })
 }
 
 /// What applying declarations changes for one managed certificate.

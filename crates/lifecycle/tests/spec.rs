@@ -93,30 +93,44 @@ fn bad_declarations_name_the_field() {
             "fallback_issuer",
         ),
         (
-            Box::new(|s| {
-                s.targets = vec![TargetSpec::File {
-                    cert: Some("relative.pem".into()),
-                    chain: None,
-                    fullchain: None,
-                    key: None,
-                    reload: None,
-                    probe: None,
-                }]
-            }),
+            Box::new(|s| s.targets = vec![file_target(Some("relative.pem"), |_| {})]),
             "absolute",
         ),
         (
-            Box::new(|s| {
-                s.targets = vec![TargetSpec::File {
-                    cert: None,
-                    chain: None,
-                    fullchain: None,
-                    key: None,
-                    reload: None,
-                    probe: None,
-                }]
-            }),
+            Box::new(|s| s.targets = vec![file_target(None, |_| {})]),
             "at least one of",
+        ),
+        (
+            Box::new(|s| {
+                s.targets = vec![file_target(Some("/etc/ssl/a.pem"), |t| {
+                    t.key_mode = Some("0644".into())
+                })]
+            }),
+            "every user",
+        ),
+        (
+            Box::new(|s| {
+                s.targets = vec![file_target(Some("/etc/ssl/a.pem"), |t| {
+                    t.mode = Some("999".into())
+                })]
+            }),
+            "octal",
+        ),
+        (
+            Box::new(|s| {
+                s.targets = vec![file_target(Some("/etc/ssl/a.pem"), |t| {
+                    t.pkcs12 = Some("/etc/ssl/a.p12".into())
+                })]
+            }),
+            "pkcs12_password_file",
+        ),
+        (
+            Box::new(|s| {
+                s.targets = vec![file_target(Some("/etc/ssl/a.pem"), |t| {
+                    t.owner = Some("a:b:c".into())
+                })]
+            }),
+            "user:group",
         ),
         (
             Box::new(|s| {
@@ -186,4 +200,40 @@ fn duplicates_and_invalid_declarations_stop_the_whole_apply() {
         diff_specs(&[], &invalid),
         Err(LifecycleError::InvalidSpec { .. })
     ));
+}
+
+/// The optional parts of a file target, for [`file_target`].
+#[derive(Default)]
+struct FileOptions {
+    pkcs12: Option<String>,
+    owner: Option<String>,
+    mode: Option<String>,
+    key_mode: Option<String>,
+}
+
+fn file_target(cert: Option<&str>, edit: impl FnOnce(&mut FileOptions)) -> TargetSpec {
+    let mut options = FileOptions::default();
+    edit(&mut options);
+    TargetSpec::File {
+        cert: cert.map(str::to_string),
+        chain: None,
+        fullchain: None,
+        key: None,
+        pkcs12: options.pkcs12,
+        pkcs12_password_file: None,
+        owner: options.owner,
+        mode: options.mode,
+        key_mode: options.key_mode,
+        reload: None,
+        probe: None,
+    }
+}
+
+#[test]
+fn file_modes_parse_as_octal_permission_bits() {
+    assert_eq!(certkeeper_lifecycle::parse_mode("0640").unwrap(), 0o640);
+    assert_eq!(certkeeper_lifecycle::parse_mode("600").unwrap(), 0o600);
+    for bad in ["", "0o644", "1777", "8", "rw-r--r--"] {
+        assert!(certkeeper_lifecycle::parse_mode(bad).is_err(), "{bad}");
+    }
 }

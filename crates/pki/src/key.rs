@@ -375,6 +375,18 @@ impl SoftwareKey {
     pub fn pkcs8_pem(&self) -> String {
         crate::to_pem("PRIVATE KEY", &self.pkcs8_der())
     }
+
+    /// A PKCS#10 request (DER) for `sans` (DNS names and IP addresses) with an empty subject,
+    /// signed by this key: what an ACME finalize or a CSR-based issuance takes.
+    pub fn csr_der(&self, sans: &[String]) -> Result<Vec<u8>, PkiError> {
+        let mut params = rcgen::CertificateParams::new(sans.to_vec())
+            .map_err(|e| PkiError::InvalidRequest(format!("names for the CSR: {e}")))?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let csr = params
+            .serialize_request(&self.key_pair)
+            .map_err(|e| PkiError::Signing(format!("signing the CSR: {e}")))?;
+        Ok(csr.der().to_vec())
+    }
 }
 
 impl Signer for SoftwareKey {

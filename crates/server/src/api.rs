@@ -80,6 +80,7 @@ pub fn router(state: SharedState) -> Router {
         .routes(routes!(list_managed))
         .routes(routes!(get_managed))
         .routes(routes!(renew_managed))
+        .routes(routes!(issuer_loads))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .merge(import)
         .split_for_parts();
@@ -1226,6 +1227,21 @@ async fn renew_managed(
         })
         .await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// Each issuer's bound on renewal attempts at once and the load it has seen.
+#[utoipa::path(
+    get,
+    path = "/api/v1/lifecycle/issuers",
+    responses((status = 200, body = Vec<crate::lifecycle::IssuerLoad>)),
+    tag = "managed"
+)]
+async fn issuer_loads(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<crate::lifecycle::IssuerLoad>>, Problem> {
+    authorize(&state, &headers, Permission::Read, "lifecycle.issuers").await?;
+    Ok(Json(state.issuer_slots.loads()))
 }
 
 /// Request to create an ACME external account binding key.

@@ -68,18 +68,54 @@ pub struct IssuerConfig {
     /// External account binding HMAC key (base64url).
     #[serde(default)]
     pub eab_hmac_key: Option<String>,
-    /// `http-01` (answered by certkeeper at `http01_listen`) or `dns-01` (through `dns01_hook`).
+    /// `http-01` (answered at `http01_listen` or written under `http01_webroot`) or `dns-01`
+    /// (through `[issuer.rfc2136]` or `dns01_hook`).
     #[serde(default = "default_challenge")]
     pub challenge: String,
     /// Where certkeeper answers http-01 challenges, such as "0.0.0.0:80".
     #[serde(default)]
     pub http01_listen: Option<SocketAddr>,
+    /// The document root of the web server that serves the names: http-01 answers are written
+    /// to `<webroot>/.well-known/acme-challenge/<token>` and removed afterwards.
+    #[serde(default)]
+    pub http01_webroot: Option<PathBuf>,
     /// Command called as `<hook> present|cleanup <record name> <value>` for dns-01.
     #[serde(default)]
     pub dns01_hook: Option<String>,
+    /// dns-01 records through RFC 2136 dynamic updates signed with TSIG.
+    #[serde(default)]
+    pub rfc2136: Option<Rfc2136Config>,
     /// ACME profile to ask for (when the CA offers profiles).
     #[serde(default)]
     pub profile: Option<String>,
+    /// Attempts against this CA at once, whatever `[lifecycle] concurrency` allows (default 4).
+    #[serde(default = "default_issuer_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_issuer_concurrency() -> usize {
+    4
+}
+
+/// `[issuer.rfc2136]`: the authoritative DNS server that takes dynamic updates for dns-01.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rfc2136Config {
+    /// The primary server, such as "192.0.2.53:53" (updates go over TCP).
+    pub server: SocketAddr,
+    /// The zone the `_acme-challenge` records are updated in, such as "example.com".
+    pub zone: String,
+    /// TSIG key name, as the server knows it.
+    pub key_name: String,
+    /// `hmac-sha256` (default), `hmac-sha384` or `hmac-sha512`.
+    #[serde(default = "default_tsig_algorithm")]
+    pub key_algorithm: String,
+    /// TSIG secret, base64 (as `tsig-keygen` prints it).
+    pub key_secret: String,
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".into()
 }
 
 fn default_challenge() -> String {
@@ -92,8 +128,10 @@ fn default_challenge() -> String {
 pub struct LifecycleSection {
     /// Run the reconciler (default true).
     pub enabled: bool,
-    /// Attempts running at once.
+    /// Attempts running at once, over all issuers.
     pub concurrency: usize,
+    /// Attempts against the internal CA at once (each `[[issuer]]` has its own `concurrency`).
+    pub internal_concurrency: usize,
     /// How often due work is looked for, in milliseconds.
     pub tick_ms: u64,
     /// How long a claimed attempt is this server's before another may take it over, such as "5m".
@@ -121,6 +159,7 @@ impl Default for LifecycleSection {
         LifecycleSection {
             enabled: true,
             concurrency: 8,
+            internal_concurrency: 8,
             tick_ms: 1000,
             lease: 300,
             backoff_base: 60,
@@ -181,6 +220,13 @@ pub struct AcmeSection {
     pub max_concurrent_validations: usize,
     /// Rate limits.
     pub rate_limits: AcmeRateLimits,
+    /// How long clients should wait before asking for renewal information again (the
+    /// `Retry-After` of renewalInfo, RFC 9773 §4.3), such as "6h".
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub ari_retry_after: u64,
     /// Tenants with their own directory (the `default` tenant always has one).
     #[serde(rename = "tenant")]
     pub tenants: Vec<AcmeTenant>,
@@ -206,6 +252,7 @@ impl Default for AcmeSection {
             validation_attempts: 2,
             max_concurrent_validations: 64,
             rate_limits: AcmeRateLimits::default(),
+            ari_retry_after: 6 * 3600,
             tenants: Vec::new(),
         }
     }
@@ -644,19 +691,22 @@ impl Config {
                 ));
             }
             match issuer.challenge.as_str() {
-                "http-01" if issuer.http01_listen.is_none() => {
+                "http-01" if issuer.http01_listen.is_none() == issuer.http01_webroot.is_none() => {
                     return Err(located(
                         &at,
                         format!(
-                            "issuer {:?}: http-01 needs http01_listen (where certkeeper answers challenges)",
+                            "issuer {:?}: http-01 needs one of http01_listen (where certkeeper answers challenges) or http01_webroot (where your web server serves them from)",
                             issuer.name
                         ),
                     ));
                 }
-                "dns-01" if issuer.dns01_hook.is_none() => {
+                "dns-01" if issuer.dns01_hook.is_none() == issuer.rfc2136.is_none() => {
                     return Err(located(
                         &at,
-                        format!("issuer {:?}: dns-01 needs dns01_hook", issuer.name),
+                        format!(
+                            "issuer {:?}: dns-01 needs one of [issuer.rfc2136] (dynamic DNS updates) or dns01_hook",
+                            issuer.name
+                        ),
                     ));
                 }
                 "http-01" | "dns-01" => {}
@@ -669,6 +719,12 @@ impl Config {
                         ),
                     ));
                 }
+            }
+            if issuer.concurrency == 0 {
+                return Err(located(
+                    &at,
+                    format!("issuer {:?}: concurrency must be above zero", issuer.name),
+                ));
             }
             if issuer.eab_kid.is_some() != issuer.eab_hmac_key.is_some() {
                 return Err(located(

@@ -1,7 +1,7 @@
-//! Deployment targets (the first I/O part of the lifecycle engine; the reconciler that calls
-//! it is not built yet): files written atomically with their modes, then an optional reload
-//! command with a timeout, then an optional TLS probe that must see the new serial. If the
-//! reload or the probe fails, the previous files come back and the reload runs again, so the
+//! Deployment targets of managed certificates: files (PEM and PKCS#12) written atomically
+//! with their owner and modes, then an optional reload command with a timeout, then an
+//! optional TLS probe that must see the new serial. If the reload or the probe fails, the
+//! previous files come back (contents, mode and owner) and the reload runs again, so the
 //! service keeps what it served before.
 
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 use thiserror::Error;
 
-use crate::files::{PRIVATE, PUBLIC, write_atomic};
+use crate::files::{FileOwner, PRIVATE, PUBLIC, write_atomic_owned};
 
 /// What a target receives.
 pub struct Material {
@@ -43,8 +43,17 @@ pub struct FileTarget {
     pub chain: Option<PathBuf>,
     /// Where leaf + chain go.
     pub fullchain: Option<PathBuf>,
-    /// Where the key goes (mode 0600).
+    /// Where the key goes (mode `key_mode`).
     pub key: Option<PathBuf>,
+    /// Where a PKCS#12 bundle goes (mode `key_mode`), with the file holding its password.
+    pub pkcs12: Option<(PathBuf, PathBuf)>,
+    /// Owner of the written files (`user` or `user:group`, names or ids); default: the
+    /// server's user.
+    pub owner: Option<String>,
+    /// Mode of the certificate files (default 0644).
+    pub mode: Option<u32>,
+    /// Mode of the key and PKCS#12 files (default 0600).
+    pub key_mode: Option<u32>,
     /// Shell command run after the files are in place.
     pub reload: Option<String>,
     /// Longest the reload may take.
@@ -81,6 +90,10 @@ impl FileTarget {
 /// Why a deployment failed; the previous files are back in place when `restored` is true.
 #[derive(Debug, Error)]
 pub enum DeployError {
+    /// The target cannot be prepared (owner unknown, password file unreadable, ...); nothing
+    /// was written.
+    #[error("{0}")]
+    Prepare(String),
     /// A file could not be written (nothing was reloaded).
     #[error("writing {path}: {message} (restored the previous files: {restored})")]
     Write {
@@ -126,10 +139,57 @@ pub struct Deployed {
     pub probed: bool,
 }
 
-/// A file's previous state: its bytes and mode, or absent.
+/// A file's previous state: its bytes, mode and owner, or absent.
 struct Previous {
     path: PathBuf,
-    contents: Option<(Vec<u8>, u32)>,
+    contents: Option<(Vec<u8>, u32, FileOwner)>,
+}
+
+/// Resolves `user` or `user:group` (names or numeric ids) to ids.
+fn resolve_owner(owner: &str) -> Result<FileOwner, String> {
+    let (user, group) = match owner.split_once(':') {
+        Some((user, group)) => (user, Some(group)),
+        None => (owner, None),
+    };
+    let uid = match user.parse::<u32>() {
+        Ok(uid) => uid,
+        Err(_) => nix::unistd::User::from_name(user)
+            .map_err(|e| format!("looking up user {user:?}: {e}"))?
+            .ok_or_else(|| format!("owner: no user {user:?} on this host"))?
+            .uid
+            .as_raw(),
+    };
+    let gid = match group {
+        None => None,
+        Some(group) => Some(match group.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => nix::unistd::Group::from_name(group)
+                .map_err(|e| format!("looking up group {group:?}: {e}"))?
+                .ok_or_else(|| format!("owner: no group {group:?} on this host"))?
+                .gid
+                .as_raw(),
+        }),
+    };
+    Ok((uid, gid))
+}
+
+/// The PKCS#12 bundle of `material` under the password in `password_file`.
+fn pkcs12_bundle(material: &Material, password_file: &Path) -> Result<Vec<u8>, String> {
+    let password = std::fs::read_to_string(password_file)
+        .map_err(|e| format!("PKCS#12 password file {}: {e}", password_file.display()))?;
+    let password = zeroize::Zeroizing::new(password.lines().next().unwrap_or("").to_string());
+    let key = pem::parse(&material.key_pem).map_err(|e| format!("the key: {e}"))?;
+    let key = zeroize::Zeroizing::new(key.into_contents());
+    let leaf = pem::parse(&material.certificate_pem)
+        .map_err(|e| format!("the certificate: {e}"))?
+        .into_contents();
+    let chain: Vec<Vec<u8>> = pem::parse_many(&material.chain_pem)
+        .map_err(|e| format!("the chain: {e}"))?
+        .into_iter()
+        .map(pem::Pem::into_contents)
+        .collect();
+    certkeeper_pki::build_pkcs12(&key, &leaf, &chain, &password, &material.serial)
+        .map_err(|e| format!("PKCS#12: {e}"))
 }
 
 /// Deploys `material` to `target`.
@@ -138,11 +198,29 @@ pub async fn deploy_files(
     material: &Material,
 ) -> Result<Deployed, DeployError> {
     let fullchain = format!("{}{}", material.certificate_pem, material.chain_pem);
+    let owner = match &target.owner {
+        Some(owner) => Some(resolve_owner(owner).map_err(DeployError::Prepare)?),
+        None => None,
+    };
+    let bundle = match &target.pkcs12 {
+        Some((_, password_file)) => Some(zeroize::Zeroizing::new(
+            pkcs12_bundle(material, password_file).map_err(DeployError::Prepare)?,
+        )),
+        None => None,
+    };
+    let public = target.mode.unwrap_or(PUBLIC);
+    let private = target.key_mode.unwrap_or(PRIVATE);
+    let pkcs12_path = target.pkcs12.as_ref().map(|(path, _)| path.clone());
     let writes: Vec<(&PathBuf, &[u8], u32)> = [
-        (&target.cert, material.certificate_pem.as_bytes(), PUBLIC),
-        (&target.chain, material.chain_pem.as_bytes(), PUBLIC),
-        (&target.fullchain, fullchain.as_bytes(), PUBLIC),
-        (&target.key, material.key_pem.as_bytes(), PRIVATE),
+        (&target.cert, material.certificate_pem.as_bytes(), public),
+        (&target.chain, material.chain_pem.as_bytes(), public),
+        (&target.fullchain, fullchain.as_bytes(), public),
+        (&target.key, material.key_pem.as_bytes(), private),
+        (
+            &pkcs12_path,
+            bundle.as_ref().map_or(&[][..], |b| b.as_slice()),
+            private,
+        ),
     ]
     .into_iter()
     .filter_map(|(path, bytes, mode)| path.as_ref().map(|p| (p, bytes, mode)))
@@ -150,7 +228,7 @@ pub async fn deploy_files(
     let previous: Vec<Previous> = writes.iter().map(|(path, _, _)| remember(path)).collect();
 
     for (path, bytes, mode) in &writes {
-        if let Err(error) = write_atomic(path, bytes, *mode) {
+        if let Err(error) = write_atomic_owned(path, bytes, *mode, owner) {
             let restored = restore(&previous);
             return Err(DeployError::Write {
                 path: path.display().to_string(),
@@ -214,12 +292,12 @@ pub async fn deploy_files(
 }
 
 fn remember(path: &Path) -> Previous {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let contents = std::fs::read(path).ok().map(|bytes| {
-        let mode = std::fs::metadata(path)
-            .map(|m| m.permissions().mode() & 0o777)
-            .unwrap_or(PRIVATE);
-        (bytes, mode)
+        let (mode, owner) = std::fs::metadata(path)
+            .map(|m| (m.permissions().mode() & 0o777, (m.uid(), Some(m.gid()))))
+            .unwrap_or((PRIVATE, (0, None)));
+        (bytes, mode, owner)
     });
     Previous {
         path: path.to_path_buf(),
@@ -232,7 +310,9 @@ fn restore(previous: &[Previous]) -> bool {
     let mut all = true;
     for file in previous {
         let done = match &file.contents {
-            Some((bytes, mode)) => write_atomic(&file.path, bytes, *mode).is_ok(),
+            Some((bytes, mode, owner)) => {
+                write_atomic_owned(&file.path, bytes, *mode, Some(*owner)).is_ok()
+            }
             None => std::fs::remove_file(&file.path).is_ok() || !file.path.exists(),
         };
         all &= done;

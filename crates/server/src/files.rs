@@ -14,6 +14,20 @@ pub const PUBLIC: u32 = 0o644;
 
 /// Writes `contents` to `path` atomically with `mode`; a reader sees the old file or the new one, never half.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), ServerError> {
+    write_atomic_owned(path, contents, mode, None)
+}
+
+/// A file's owner: user id and, when given, group id.
+pub type FileOwner = (u32, Option<u32>);
+
+/// [`write_atomic`] with an owner, set on the temporary file before it takes the name, so the
+/// file never appears with the wrong owner.
+pub fn write_atomic_owned(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    owner: Option<FileOwner>,
+) -> Result<(), ServerError> {
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -34,6 +48,9 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Serve
             .create_new(true)
             .mode(mode)
             .open(&temp)?;
+        if let Some((user, group)) = owner {
+            std::os::unix::fs::fchown(&file, Some(user), group)?;
+        }
         file.set_permissions(std::fs::Permissions::from_mode(mode))?;
         file.write_all(contents)?;
         file.sync_all()?;

@@ -18,6 +18,8 @@ pub mod lifecycle;
 pub mod ocsp;
 pub mod problem;
 pub mod revocation;
+pub mod rfc2136;
+pub mod sealing;
 mod serve;
 mod tls;
 pub mod upstream;
@@ -90,6 +92,10 @@ pub struct AppState {
     pub acme: Option<Arc<crate::acme::AcmeService>>,
     /// External ACME issuers for managed certificates.
     pub upstreams: Arc<crate::upstream::Upstreams>,
+    /// Per-issuer bounds on renewal attempts at once, with their load.
+    pub issuer_slots: Arc<crate::lifecycle::IssuerSlots>,
+    /// Seals the private keys kept across renewals (`key.rotate = false`).
+    pub sealer: Arc<crate::sealing::KeySealer>,
 }
 
 impl AppState {

@@ -2,20 +2,26 @@
 //! claims it with a lease (so two servers on one database never do it twice), issues, deploys
 //! to the declared targets and records the attempt and the next action time.
 //!
-//! Built so far: the internal CA as issuer, file, nginx and webhook targets, renewal at a
-//! lifetime fraction or before expiry with jitter, backoff after failures. External ACME
-//! issuers, issuer fallback and key reuse are refused with a clear error until they are built.
+//! Issuers: the internal CA and external ACME CAs (`[[issuer]]`, see [`crate::upstream`]),
+//! each with its own bound on attempts at once, with a fallback issuer after repeated
+//! failures. Renewal at a lifetime fraction, before expiry, or inside the issuer's ARI window
+//! (checked again whenever the issuer's `Retry-After` runs out), spread with jitter; backoff
+//! after failures. Keys are new at every renewal, or kept sealed in the database.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use certkeeper_lifecycle::{
-    Backoff, IssuerChoice, ManagedSpec, TargetSpec, choose_issuer, jitter_fraction, renewal_time,
+    Backoff, IssuerChoice, ManagedSpec, RenewalPolicy, TargetSpec, choose_issuer, jitter_fraction,
+    parse_mode, renewal_time,
 };
+use certkeeper_pki::{Signer, SoftwareKey};
 use certkeeper_store::{
-    AuditEvent, CertificateSource, Change, ManagedOutcome, ManagedRecord, Outcome, RenewalAttempt,
+    AuditEvent, CertificateSource, Change, ManagedOutcome, ManagedRecord, ManagedReschedule,
+    Outcome, RenewalAttempt,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -42,6 +48,93 @@ pub struct TargetState {
     pub probed: bool,
     /// What went wrong.
     pub error: Option<String>,
+}
+
+/// One bound on attempts at once per issuer (`internal` and each `[[issuer]]`), with the load
+/// each has seen: what `GET /api/v1/lifecycle/issuers` shows.
+pub struct IssuerSlots {
+    issuers: BTreeMap<String, IssuerSlot>,
+}
+
+struct IssuerSlot {
+    bound: usize,
+    permits: Arc<Semaphore>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    attempts: AtomicU64,
+}
+
+/// An issuer's bound and load.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IssuerLoad {
+    /// `internal` or an `[[issuer]]` name.
+    pub name: String,
+    /// Attempts allowed at once.
+    pub concurrency: usize,
+    /// Attempts running now.
+    pub in_flight: usize,
+    /// Most attempts that ran at once since the server started.
+    pub max_in_flight: usize,
+    /// Attempts started since the server started.
+    pub attempts: u64,
+}
+
+/// An issuer slot held for one attempt; dropping it frees the slot.
+struct IssuerPermit<'a> {
+    slot: &'a IssuerSlot,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for IssuerPermit<'_> {
+    fn drop(&mut self) {
+        self.slot.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl IssuerSlots {
+    /// Bounds for the internal CA and each configured issuer.
+    pub fn new(internal: usize, issuers: &[crate::config::IssuerConfig]) -> IssuerSlots {
+        let slot = |bound: usize| IssuerSlot {
+            bound: bound.max(1),
+            permits: Arc::new(Semaphore::new(bound.max(1))),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            attempts: AtomicU64::new(0),
+        };
+        let mut map = BTreeMap::new();
+        map.insert("internal".to_string(), slot(internal));
+        for issuer in issuers {
+            map.insert(issuer.name.clone(), slot(issuer.concurrency));
+        }
+        IssuerSlots { issuers: map }
+    }
+
+    /// Waits for a free slot of `issuer`; `None` when no such issuer is configured.
+    async fn acquire(&self, issuer: &str) -> Option<IssuerPermit<'_>> {
+        let slot = self.issuers.get(issuer)?;
+        let permit = slot.permits.clone().acquire_owned().await.ok()?;
+        let now = slot.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        slot.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        slot.attempts.fetch_add(1, Ordering::SeqCst);
+        Some(IssuerPermit {
+            slot,
+            _permit: permit,
+        })
+    }
+
+    /// Each issuer's bound and load.
+    pub fn loads(&self) -> Vec<IssuerLoad> {
+        self.issuers
+            .iter()
+            .map(|(name, slot)| IssuerLoad {
+                name: name.clone(),
+                concurrency: slot.bound,
+                in_flight: slot.in_flight.load(Ordering::SeqCst),
+                max_in_flight: slot.max_in_flight.load(Ordering::SeqCst),
+                attempts: slot.attempts.load(Ordering::SeqCst),
+            })
+            .collect()
+    }
 }
 
 /// Starts the reconciler.
@@ -93,14 +186,41 @@ fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// One attempt: renew and deploy, then record the outcome and the next action.
+/// One attempt: check the issuer's renewal window when the policy follows it, else renew and
+/// deploy; then record the outcome and the next action.
 async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
     let started_at = unix_now();
     let clock = Instant::now();
     let spec: Result<ManagedSpec, String> = serde_json::from_str(&record.spec)
         .map_err(|e| format!("the stored declaration is unreadable ({e}); apply it again"));
+    let mut replaces = None;
+    if let Ok(spec) = &spec
+        && follows_ari(state, spec, &record)
+    {
+        match check_ari(state, spec, &record).await {
+            AriCheck::Later { at, reason } => {
+                let reschedule = ManagedReschedule {
+                    name: record.name.clone(),
+                    next_action_at: at,
+                    next_action_reason: reason,
+                };
+                if let Err(error) = state
+                    .store
+                    .apply(Change {
+                        managed_reschedules: vec![reschedule],
+                        ..Change::default()
+                    })
+                    .await
+                {
+                    tracing::warn!(%error, name = %record.name, "could not record a renewal check");
+                }
+                return;
+            }
+            AriCheck::RenewNow { current_der } => replaces = current_der,
+        }
+    }
     let result = match &spec {
-        Ok(spec) => renew(state, &record, spec).await,
+        Ok(spec) => renew(state, &record, spec, replaces.as_deref()).await,
         Err(error) => Err(Failed {
             error: error.clone(),
             issuer: "unknown".into(),
@@ -114,18 +234,8 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
     let (outcome, audit) = match result {
         Ok((issued, targets)) => {
             let policy = spec.as_ref().map(|s| s.renewal).unwrap_or_default();
-            let (next, reason) = renewal_time(
-                issued.not_before,
-                issued.not_after,
-                policy,
-                None,
-                jitter,
-                now,
-            );
-            let reason = serde_json::to_value(reason)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_else(|| "renewal".into());
+            let (next, reason) =
+                next_after_success(state, &issued, policy, jitter, now, &record.name).await;
             (
                 ManagedOutcome {
                     name: record.name.clone(),
@@ -145,11 +255,12 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
                         error: None,
                         serial: Some(issued.serial.clone()),
                     },
+                    key_sealed: issued.key_sealed.clone(),
                 },
                 audit_event(
                     &record.name,
                     Outcome::Success,
-                    serde_json::json!({"serial": issued.serial, "issuer": issued.issuer, "tenant": record.tenant, "server": server}),
+                    serde_json::json!({"serial": issued.serial, "issuer": issued.issuer, "tenant": record.tenant, "server": server, "replaces": replaces.is_some()}),
                 ),
             )
         }
@@ -190,6 +301,7 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
                         error: Some(failed.error.clone()),
                         serial: failed.issued.as_ref().map(|i| i.serial.clone()),
                     },
+                    key_sealed: record.key_sealed.clone(),
                 },
                 audit_event(
                     &record.name,
@@ -213,6 +325,154 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
     }
 }
 
+/// Next action reasons after which the reconciler renews without asking the issuer first.
+const FORCED_REASONS: [&str; 3] = ["renewal requested", "declaration changed", "declared"];
+
+/// Whether this wake-up starts with the issuer's renewal information: the policy follows ARI,
+/// an external issuer gave the certificate in force, nothing has failed since and nobody
+/// asked for a renewal.
+fn follows_ari(state: &SharedState, spec: &ManagedSpec, record: &ManagedRecord) -> bool {
+    matches!(spec.renewal, RenewalPolicy::Ari)
+        && state.upstreams.knows(&spec.issuer)
+        && record.current_serial.is_some()
+        && record.consecutive_failures == 0
+        && !FORCED_REASONS.contains(&record.next_action_reason.as_str())
+}
+
+/// What a renewal-information check decided.
+enum AriCheck {
+    /// Not yet: look again at `at`.
+    Later { at: i64, reason: String },
+    /// Renew now, naming the certificate in force as replaced when it is known.
+    RenewNow { current_der: Option<Vec<u8>> },
+}
+
+/// Shortest and longest waits between two renewal-information checks, whatever the issuer's
+/// `Retry-After` says (RFC 9773 §4.3.2 leaves clamping to the client).
+const ARI_POLL_MIN: i64 = 1;
+const ARI_POLL_MAX: i64 = 24 * 3600;
+
+/// Asks the issuer for the renewal window of the certificate in force.
+async fn check_ari(state: &SharedState, spec: &ManagedSpec, record: &ManagedRecord) -> AriCheck {
+    let now = unix_now();
+    let current = match &record.current_serial {
+        Some(serial) => current_certificate(state, &record.name, serial).await,
+        None => None,
+    };
+    let Some(der) = current else {
+        return AriCheck::RenewNow { current_der: None };
+    };
+    let Ok(summary) = certkeeper_pki::parse_certificate(&der) else {
+        return AriCheck::RenewNow { current_der: None };
+    };
+    let jitter = jitter_fraction(&record.name);
+    let window = state.upstreams.renewal_window(&spec.issuer, &der).await;
+    let (at, reason) = plan_with_window(
+        summary.not_before,
+        summary.not_after,
+        spec.renewal,
+        window.as_ref().ok().copied().flatten(),
+        jitter,
+        now,
+    );
+    if let Err(error) = &window {
+        tracing::warn!(%error, name = %record.name, "renewal information unavailable; planning without it");
+    }
+    if at <= now {
+        AriCheck::RenewNow {
+            current_der: Some(der),
+        }
+    } else {
+        AriCheck::Later { at, reason }
+    }
+}
+
+/// The next action after a check or a renewal: the renewal time inside the issuer's window,
+/// or an earlier look at the window when the issuer asks to be asked again before then.
+fn plan_with_window(
+    not_before: i64,
+    not_after: i64,
+    policy: RenewalPolicy,
+    window: Option<crate::upstream::RenewalWindow>,
+    jitter: f64,
+    now: i64,
+) -> (i64, String) {
+    let (renew_at, reason) = renewal_time(
+        not_before,
+        not_after,
+        policy,
+        window.map(|w| (w.start, w.end)),
+        jitter,
+        now,
+    );
+    let reason = reason_text(reason);
+    match window {
+        Some(w) => {
+            let look_again = now + w.retry_after.clamp(ARI_POLL_MIN, ARI_POLL_MAX);
+            if look_again < renew_at {
+                (look_again, "ari_check".into())
+            } else {
+                (renew_at, reason)
+            }
+        }
+        None => (renew_at, reason),
+    }
+}
+
+fn reason_text(reason: certkeeper_lifecycle::RenewalReason) -> String {
+    serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "renewal".into())
+}
+
+/// The next action after a successful renewal.
+async fn next_after_success(
+    state: &SharedState,
+    issued: &Renewed,
+    policy: RenewalPolicy,
+    jitter: f64,
+    now: i64,
+    name: &str,
+) -> (i64, String) {
+    let window = if matches!(policy, RenewalPolicy::Ari) && state.upstreams.knows(&issued.issuer) {
+        match state
+            .upstreams
+            .renewal_window(&issued.issuer, &issued.der)
+            .await
+        {
+            Ok(window) => window,
+            Err(error) => {
+                tracing::warn!(%error, %name, "renewal information unavailable; planning without it");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    plan_with_window(
+        issued.not_before,
+        issued.not_after,
+        policy,
+        window,
+        jitter,
+        now,
+    )
+}
+
+/// The DER of the certificate in force, from the inventory.
+async fn current_certificate(state: &SharedState, name: &str, serial: &str) -> Option<Vec<u8>> {
+    let records = state
+        .store
+        .certificates_by_serial(serial, unix_now())
+        .await
+        .ok()?;
+    let mine = records
+        .iter()
+        .find(|r| r.certificate.labels.get("managed").map(String::as_str) == Some(name));
+    mine.or(records.first()).map(|r| r.certificate.der.clone())
+}
+
 fn audit_event(name: &str, outcome: Outcome, detail: serde_json::Value) -> AuditEvent {
     AuditEvent {
         actor: ACTOR.into(),
@@ -228,8 +488,12 @@ struct Renewed {
     serial: String,
     not_before: i64,
     not_after: i64,
+    /// The leaf, DER.
+    der: Vec<u8>,
     /// The issuer that provided it.
     issuer: String,
+    /// Its key, sealed, when the declaration keeps the key across renewals.
+    key_sealed: Option<String>,
 }
 
 /// Why an attempt failed, with what it had obtained so far.
@@ -245,12 +509,34 @@ struct Failed {
 /// The backoff in force (set once at start from `[lifecycle]`).
 static BACKOFF: std::sync::OnceLock<Backoff> = std::sync::OnceLock::new();
 
+/// The key for this renewal: the kept one when the declaration keeps its key (and the
+/// algorithm is still the declared one), else a new one.
+fn renewal_key(
+    state: &SharedState,
+    record: &ManagedRecord,
+    spec: &ManagedSpec,
+) -> Result<SoftwareKey, String> {
+    if !spec.key.rotate
+        && let Some(sealed) = &record.key_sealed
+    {
+        let pem = state.sealer.unseal(&record.name, sealed)?;
+        let text = std::str::from_utf8(&pem).map_err(|_| "the kept key is not PEM".to_string())?;
+        let key = SoftwareKey::from_pem(text).map_err(|e| e.to_string())?;
+        if key.public_key().label() == spec.key.algorithm.name() {
+            return Ok(key);
+        }
+    }
+    SoftwareKey::generate(spec.key.algorithm).map_err(|e| format!("key generation: {e}"))
+}
+
 /// Obtains a new certificate (from the primary issuer, or the fallback after repeated
-/// failures) and deploys it to every target.
+/// failures) and deploys it to every target. With `replaces`, an external issuer's order
+/// names the certificate it succeeds.
 async fn renew(
     state: &SharedState,
     record: &ManagedRecord,
     spec: &ManagedSpec,
+    replaces: Option<&[u8]>,
 ) -> Result<(Renewed, Vec<TargetState>), Failed> {
     let failures = u32::try_from(record.consecutive_failures).unwrap_or(u32::MAX);
     let issuer = match choose_issuer(
@@ -271,11 +557,11 @@ async fn renew(
         targets: Vec::new(),
         retry_after: None,
     };
-    if !spec.key.rotate {
-        return Err(refuse(
-            "key.rotate = false is not supported yet: a new key is made at every renewal".into(),
-        ));
-    }
+    let Some(_slot) = state.issuer_slots.acquire(&issuer).await else {
+        return Err(refuse(format!(
+            "issuer {issuer:?} is not configured: use \"internal\" or add an [[issuer]] with that name"
+        )));
+    };
     let tenant = spec
         .tenant
         .clone()
@@ -285,6 +571,21 @@ async fn renew(
     if let Some(owner) = &spec.owner {
         labels.insert("owner".into(), owner.clone());
     }
+    let key = renewal_key(state, record, spec).map_err(|e| refuse(e.to_string()))?;
+    let csr_der = key
+        .csr_der(&spec.sans)
+        .map_err(|e| refuse(format!("certificate request: {e}")))?;
+    let key_pem = zeroize::Zeroizing::new(key.pkcs8_pem());
+    let key_sealed = if spec.key.rotate {
+        None
+    } else {
+        Some(
+            state
+                .sealer
+                .seal(&record.name, key_pem.as_bytes())
+                .map_err(refuse)?,
+        )
+    };
     let (renewed, material) = if issuer == "internal" {
         let principal = Principal {
             token_id: ACTOR.into(),
@@ -297,8 +598,8 @@ async fn renew(
             IssueRequest {
                 profile: spec.profile.clone(),
                 tenant: Some(tenant),
-                csr: None,
-                key_algorithm: Some(spec.key.algorithm),
+                csr: Some(certkeeper_pki::to_pem("CERTIFICATE REQUEST", &csr_der)),
+                key_algorithm: None,
                 pkcs12_password: None,
                 common_name: None,
                 sans: spec.sans.clone(),
@@ -308,24 +609,29 @@ async fn renew(
         )
         .await
         .map_err(|problem| refuse(format!("issuance refused: {}", problem.detail)))?;
+        let der = pem::parse(&issued.certificate_pem)
+            .map(|p| p.into_contents())
+            .map_err(|e| refuse(format!("the issued certificate is not PEM: {e}")))?;
         (
             Renewed {
                 serial: issued.serial.clone(),
                 not_before: parse_time(&issued.not_before),
                 not_after: parse_time(&issued.not_after),
+                der,
                 issuer: issuer.clone(),
+                key_sealed,
             },
             Material {
                 serial: issued.serial.clone(),
                 certificate_pem: issued.certificate_pem.clone(),
                 chain_pem: issued.chain_pem.clone(),
-                key_pem: issued.private_key_pem.clone().unwrap_or_default(),
+                key_pem: key_pem.to_string(),
             },
         )
-    } else if state.upstreams.knows(&issuer) {
+    } else {
         let obtained = state
             .upstreams
-            .obtain(&issuer, &spec.sans, spec.key.algorithm)
+            .obtain(&issuer, &spec.sans, &csr_der, replaces)
             .await
             .map_err(|e| Failed {
                 retry_after: e.retry_after,
@@ -366,19 +672,17 @@ async fn renew(
                 serial: summary.serial.clone(),
                 not_before: summary.not_before,
                 not_after: summary.not_after,
+                der: obtained.der.clone(),
                 issuer: issuer.clone(),
+                key_sealed,
             },
             Material {
                 serial: summary.serial,
                 certificate_pem: obtained.certificate_pem,
                 chain_pem: obtained.chain_pem,
-                key_pem: obtained.key_pem,
+                key_pem: key_pem.to_string(),
             },
         )
-    } else {
-        return Err(refuse(format!(
-            "issuer {issuer:?} is not configured: use \"internal\" or add an [[issuer]] with that name"
-        )));
     };
     let mut targets = Vec::new();
     for target in &spec.targets {
@@ -425,6 +729,11 @@ async fn deploy(target: &TargetSpec, name: &str, material: &Material) -> TargetS
             chain,
             fullchain,
             key,
+            pkcs12,
+            pkcs12_password_file,
+            owner,
+            mode,
+            key_mode,
             reload,
             probe,
         } => (
@@ -434,6 +743,11 @@ async fn deploy(target: &TargetSpec, name: &str, material: &Material) -> TargetS
                 chain: path(chain),
                 fullchain: path(fullchain),
                 key: path(key),
+                pkcs12: path(pkcs12).zip(path(pkcs12_password_file)),
+                owner: owner.clone(),
+                // Checked when the declaration was applied.
+                mode: mode.as_deref().and_then(|m| parse_mode(m).ok()),
+                key_mode: key_mode.as_deref().and_then(|m| parse_mode(m).ok()),
                 reload: reload.clone(),
                 reload_timeout: Duration::from_secs(30),
                 probe: probe.clone(),
@@ -459,6 +773,7 @@ async fn deploy(target: &TargetSpec, name: &str, material: &Material) -> TargetS
         &file_target.cert,
         &file_target.key,
         &file_target.chain,
+        &file_target.pkcs12.as_ref().map(|(p, _)| p.clone()),
     ]
     .into_iter()
     .flatten()

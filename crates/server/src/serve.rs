@@ -124,6 +124,13 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
         ocsp,
         acme: acme.clone(),
         upstreams,
+        issuer_slots: Arc::new(crate::lifecycle::IssuerSlots::new(
+            config.lifecycle.internal_concurrency,
+            &config.issuers,
+        )),
+        sealer: Arc::new(crate::sealing::KeySealer::load_or_create(
+            &crate::sealing::KeySealer::default_path(&data_dir),
+        )?),
     });
     state.crls.rebuild(&state).await?;
     let crl_task = crate::crl::spawn(state.clone());

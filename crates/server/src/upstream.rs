@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, State};
 use base64::Engine;
-use certkeeper_pki::KeyAlgorithm;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,
     Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
@@ -27,10 +26,19 @@ pub struct Obtained {
     pub certificate_pem: String,
     /// The rest of the chain, PEM.
     pub chain_pem: String,
-    /// The new private key, PKCS#8 PEM.
-    pub key_pem: String,
     /// The leaf, DER.
     pub der: Vec<u8>,
+}
+
+/// An issuer's suggested renewal window for a certificate (RFC 9773 §4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenewalWindow {
+    /// Start, Unix seconds.
+    pub start: i64,
+    /// End, Unix seconds.
+    pub end: i64,
+    /// Seconds until the issuer wants to be asked again (its `Retry-After`).
+    pub retry_after: i64,
 }
 
 type Tokens = Arc<Mutex<HashMap<String, String>>>;
@@ -212,12 +220,39 @@ impl Upstreams {
         self.issuers.contains_key(name)
     }
 
-    /// Obtains a certificate for `sans` from issuer `name`.
+    /// The renewal window issuer `name` suggests for the certificate `der`, or `None` when
+    /// the issuer does not offer renewal information (ARI).
+    pub async fn renewal_window(
+        &self,
+        name: &str,
+        der: &[u8],
+    ) -> Result<Option<RenewalWindow>, String> {
+        let upstream = self.issuers.get(name).ok_or_else(|| {
+            format!("issuer {name:?} is not configured ([[issuer]] in the configuration)")
+        })?;
+        let account = upstream.account().await?;
+        let certificate = rustls::pki_types::CertificateDer::from(der);
+        let id = instant_acme::CertificateIdentifier::try_from(&certificate)
+            .map_err(|e| format!("{name}: renewal information: {e}"))?;
+        match account.renewal_info(&id).await {
+            Ok((info, retry_after)) => Ok(Some(RenewalWindow {
+                start: info.suggested_window.start.unix_timestamp(),
+                end: info.suggested_window.end.unix_timestamp(),
+                retry_after: i64::try_from(retry_after.as_secs()).unwrap_or(i64::MAX),
+            })),
+            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+            Err(error) => Err(format!("{name}: renewal information: {}", describe(&error))),
+        }
+    }
+
+    /// Obtains a certificate for `sans` from issuer `name` with the request `csr_der`; with
+    /// `replaces` (the DER of the certificate it succeeds), the order names it (RFC 9773 §5).
     pub async fn obtain(
         &self,
         name: &str,
         sans: &[String],
-        algorithm: KeyAlgorithm,
+        csr_der: &[u8],
+        replaces: Option<&[u8]>,
     ) -> Result<Obtained, ObtainError> {
         let upstream = self.issuers.get(name).ok_or_else(|| {
             format!("issuer {name:?} is not configured ([[issuer]] in the configuration)")
@@ -230,15 +265,42 @@ impl Upstreams {
                 Err(_) => Identifier::Dns(san.clone()),
             })
             .collect();
-        let mut new_order = NewOrder::new(&identifiers);
-        if let Some(profile) = &upstream.config.profile {
-            new_order = new_order.profile(profile);
-        }
+        let new_order = || {
+            let order = NewOrder::new(&identifiers);
+            match &upstream.config.profile {
+                Some(profile) => order.profile(profile),
+                None => order,
+            }
+        };
+        let replaced = replaces.and_then(|der| {
+            instant_acme::CertificateIdentifier::try_from(&rustls::pki_types::CertificateDer::from(
+                der,
+            ))
+            .ok()
+        });
         *upstream
             .retry_after
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-        let mut order = match account.new_order(&new_order).await {
+        let mut ordered = match &replaced {
+            Some(id) => account.new_order(&new_order().replaces(id.clone())).await,
+            None => account.new_order(&new_order()).await,
+        };
+        // A CA that will not take `replaces` for this certificate (already replaced, not
+        // ours) still issues a plain order (RFC 9773 §5: the field is advisory).
+        if let Err(instant_acme::Error::Api(problem)) = &ordered
+            && replaced.is_some()
+            && matches!(
+                problem.r#type.as_deref(),
+                Some(
+                    "urn:ietf:params:acme:error:alreadyReplaced"
+                        | "urn:ietf:params:acme:error:malformed"
+                )
+            )
+        {
+            ordered = account.new_order(&new_order()).await;
+        }
+        let mut order = match ordered {
             Ok(order) => order,
             Err(error) => {
                 let limited = matches!(&error, instant_acme::Error::Api(p)
@@ -260,6 +322,7 @@ impl Upstreams {
 
         let mut cleanup = Vec::new();
         let mut tokens = Vec::new();
+        let mut written = Vec::new();
         let result = async {
             let mut authorizations = order.authorizations();
             while let Some(authorization) = authorizations.next().await {
@@ -280,9 +343,8 @@ impl Upstreams {
                     };
                     let record = format!("_acme-challenge.{base}.");
                     let value = challenge.key_authorization().dns_value();
-                    let hook = upstream.config.dns01_hook.clone().unwrap_or_default();
-                    run_hook(&hook, "present", &record, &value).await?;
-                    cleanup.push((hook, record, value));
+                    dns01(&upstream.config, "present", &record, &value).await?;
+                    cleanup.push((record, value));
                     challenge
                         .set_ready()
                         .await
@@ -292,14 +354,19 @@ impl Upstreams {
                         .challenge(ChallengeType::Http01)
                         .ok_or_else(|| format!("{name}: the CA offers no http-01 challenge"))?;
                     let token = challenge.token.clone();
-                    self.tokens
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .insert(
-                            token.clone(),
-                            challenge.key_authorization().as_str().to_string(),
-                        );
-                    tokens.push(token);
+                    let key_authorization = challenge.key_authorization().as_str().to_string();
+                    if let Some(webroot) = &upstream.config.http01_webroot {
+                        let path = webroot_path(webroot, &token)?;
+                        write_atomic(&path, key_authorization.as_bytes(), crate::files::PUBLIC)
+                            .map_err(|e| format!("{name}: http-01 webroot: {e}"))?;
+                        written.push(path);
+                    } else {
+                        self.tokens
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .insert(token.clone(), key_authorization);
+                        tokens.push(token);
+                    }
                     challenge
                         .set_ready()
                         .await
@@ -319,26 +386,24 @@ impl Upstreams {
                     "{name}: the order became {status:?}; see the CA's authorization errors"
                 ));
             }
-            let key = rcgen_key(algorithm)?;
-            let mut params =
-                rcgen::CertificateParams::new(sans.to_vec()).map_err(|e| format!("names: {e}"))?;
-            params.distinguished_name = rcgen::DistinguishedName::new();
-            let csr = params
-                .serialize_request(&key)
-                .map_err(|e| format!("CSR: {e}"))?;
             order
-                .finalize_csr(csr.der())
+                .finalize_csr(csr_der)
                 .await
                 .map_err(|e| format!("{name}: finalize: {}", describe(&e)))?;
             let chain = order
                 .poll_certificate(&retry)
                 .await
                 .map_err(|e| format!("{name}: download: {}", describe(&e)))?;
-            Ok((chain, key.serialize_pem()))
+            Ok(chain)
         }
         .await;
-        for (hook, record, value) in cleanup {
-            let _ = run_hook(&hook, "cleanup", &record, &value).await;
+        for (record, value) in cleanup {
+            if let Err(error) = dns01(&upstream.config, "cleanup", &record, &value).await {
+                tracing::warn!(%error, %record, "could not remove a dns-01 record");
+            }
+        }
+        for path in written {
+            let _ = std::fs::remove_file(&path);
         }
         {
             let mut map = self
@@ -349,7 +414,7 @@ impl Upstreams {
                 map.remove(&token);
             }
         }
-        let (chain, key_pem) = result?;
+        let chain = result?;
         let blocks = pem::parse_many(chain.as_bytes())
             .map_err(|e| format!("{name}: the chain is not PEM: {e}"))?;
         let leaf = blocks
@@ -358,7 +423,6 @@ impl Upstreams {
         Ok(Obtained {
             certificate_pem: pem::encode(leaf),
             chain_pem: blocks[1..].iter().map(pem::encode).collect(),
-            key_pem,
             der: leaf.contents().to_vec(),
         })
     }
@@ -423,25 +487,6 @@ impl Upstream {
     }
 }
 
-fn rcgen_key(algorithm: KeyAlgorithm) -> Result<rcgen::KeyPair, String> {
-    let alg = match algorithm {
-        KeyAlgorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-        KeyAlgorithm::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
-        KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
-        _ => &rcgen::PKCS_RSA_SHA256,
-    };
-    if matches!(
-        algorithm,
-        KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 | KeyAlgorithm::Ed25519
-    ) {
-        rcgen::KeyPair::generate_for(alg).map_err(|e| format!("key generation: {e}"))
-    } else {
-        let key = certkeeper_pki::SoftwareKey::generate(algorithm)
-            .map_err(|e| format!("key generation: {e}"))?;
-        rcgen::KeyPair::try_from(key.pkcs8_der().as_slice()).map_err(|e| format!("key: {e}"))
-    }
-}
-
 /// An instant-acme error with the CA's problem detail when there is one.
 fn describe(error: &instant_acme::Error) -> String {
     match error {
@@ -460,6 +505,44 @@ fn describe(error: &instant_acme::Error) -> String {
             }
             text
         }
+    }
+}
+
+/// Where an http-01 answer goes under a webroot; the token must be base64url (RFC 8555 §8.3),
+/// so it cannot leave the directory.
+fn webroot_path(webroot: &Path, token: &str) -> Result<PathBuf, String> {
+    if token.is_empty()
+        || !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "the CA sent an http-01 token that is not base64url: {token:?}"
+        ));
+    }
+    Ok(webroot
+        .join(".well-known")
+        .join("acme-challenge")
+        .join(token))
+}
+
+/// Presents or removes a dns-01 record through RFC 2136 or the hook, as configured.
+async fn dns01(
+    config: &IssuerConfig,
+    action: &str,
+    record: &str,
+    value: &str,
+) -> Result<(), String> {
+    match (&config.rfc2136, &config.dns01_hook) {
+        (Some(rfc2136), _) if action == "present" => {
+            crate::rfc2136::present(rfc2136, record, value).await
+        }
+        (Some(rfc2136), _) => crate::rfc2136::cleanup(rfc2136, record, value).await,
+        (None, Some(hook)) => run_hook(hook, action, record, value).await,
+        (None, None) => Err(format!(
+            "issuer {:?} has neither [issuer.rfc2136] nor dns01_hook for dns-01",
+            config.name
+        )),
     }
 }
 

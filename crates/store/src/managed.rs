@@ -6,7 +6,7 @@ use sqlx::{Any, Row, Transaction};
 use crate::{Backend, Change, ManagedRecord, RenewalAttempt, Store, StoreError};
 
 const COLUMNS: &str = "name, tenant, spec, state, current_serial, not_after, next_action_at, \
-    next_action_reason, consecutive_failures, targets, created_at, updated_at";
+    next_action_reason, consecutive_failures, targets, created_at, updated_at, key_sealed";
 
 fn decode(row: &AnyRow) -> Result<ManagedRecord, StoreError> {
     Ok(ManagedRecord {
@@ -22,6 +22,7 @@ fn decode(row: &AnyRow) -> Result<ManagedRecord, StoreError> {
         targets: row.try_get("targets")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        key_sealed: row.try_get("key_sealed")?,
     })
 }
 
@@ -52,7 +53,7 @@ pub(crate) async fn apply(
         let result = sqlx::query(
             "UPDATE managed_certificates SET state = $1, current_serial = $2, not_after = $3, \
                next_action_at = $4, next_action_reason = $5, consecutive_failures = $6, targets = $7, \
-               lease_owner = NULL, lease_until = NULL, updated_at = $8 WHERE name = $9",
+               lease_owner = NULL, lease_until = NULL, updated_at = $8, key_sealed = $10 WHERE name = $9",
         )
         .bind(&outcome.state)
         .bind(&outcome.current_serial)
@@ -63,6 +64,7 @@ pub(crate) async fn apply(
         .bind(&outcome.targets)
         .bind(now_s)
         .bind(&outcome.name)
+        .bind(&outcome.key_sealed)
         .execute(&mut **tx)
         .await?;
         if result.rows_affected() == 0 {
@@ -85,6 +87,24 @@ pub(crate) async fn apply(
         .bind(&attempt.serial)
         .execute(&mut **tx)
         .await?;
+    }
+    for reschedule in &change.managed_reschedules {
+        let result = sqlx::query(
+            "UPDATE managed_certificates SET next_action_at = $1, next_action_reason = $2, \
+               lease_owner = NULL, lease_until = NULL, updated_at = $3 WHERE name = $4",
+        )
+        .bind(reschedule.next_action_at)
+        .bind(&reschedule.next_action_reason)
+        .bind(now_s)
+        .bind(&reschedule.name)
+        .execute(&mut **tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "managed certificate {:?}",
+                reschedule.name
+            )));
+        }
     }
     for name in &change.managed_renew_now {
         let result = sqlx::query(

@@ -287,6 +287,8 @@ pub struct Change {
     pub managed_outcomes: Vec<ManagedOutcome>,
     /// Managed certificates to act on at once (`certkeeper renew`).
     pub managed_renew_now: Vec<String>,
+    /// New next action times without an attempt (each releases its lease).
+    pub managed_reschedules: Vec<ManagedReschedule>,
     /// Audit entries describing the change (or a denial, alone).
     pub audit: Vec<AuditEvent>,
 }
@@ -496,6 +498,8 @@ pub struct ManagedRecord {
     pub created_at: i64,
     /// Last changed, Unix seconds.
     pub updated_at: i64,
+    /// The sealed private key kept across renewals (`key.rotate = false`).
+    pub key_sealed: Option<String>,
 }
 
 /// What one reconciler attempt ended with.
@@ -519,6 +523,20 @@ pub struct ManagedOutcome {
     pub targets: String,
     /// The attempt, for the record.
     pub attempt: RenewalAttempt,
+    /// The sealed key kept for the next renewal (`key.rotate = false`), or none.
+    pub key_sealed: Option<String>,
+}
+
+/// A new next action time without an attempt (such as after an ARI check that found the
+/// renewal window still ahead); releases the lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedReschedule {
+    /// The managed certificate.
+    pub name: String,
+    /// Next action time.
+    pub next_action_at: i64,
+    /// Why then.
+    pub next_action_reason: String,
 }
 
 /// One renewal attempt.

@@ -1037,6 +1037,7 @@ both_backends!(
                         error: None,
                         serial: Some("01".into()),
                     },
+                    key_sealed: Some("v1:sealed".into()),
                 }],
                 ..Change::default()
             })
@@ -1048,6 +1049,34 @@ both_backends!(
             ("ready", Some("01"))
         );
         assert_eq!(store.renewal_attempts("a", 10).await.unwrap().len(), 1);
+        assert_eq!(a.key_sealed.as_deref(), Some("v1:sealed"));
+        // A reschedule moves the next action and releases the lease, with no attempt.
+        store
+            .claim_due_managed("server-1", NOW + 5000, NOW + 5300, 10)
+            .await
+            .unwrap();
+        store
+            .apply(Change {
+                managed_reschedules: vec![ManagedReschedule {
+                    name: "a".into(),
+                    next_action_at: NOW + 6000,
+                    next_action_reason: "ari_check".into(),
+                }],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        let a = store.managed_certificate("a").await.unwrap().unwrap();
+        assert_eq!(
+            (a.next_action_at, a.next_action_reason.as_str()),
+            (NOW + 6000, "ari_check")
+        );
+        assert_eq!(store.renewal_attempts("a", 10).await.unwrap().len(), 1);
+        let claimed = store
+            .claim_due_managed("server-2", NOW + 6000, NOW + 6300, 10)
+            .await
+            .unwrap();
+        assert!(claimed.iter().any(|r| r.name == "a"), "lease not released");
         // A requested renewal makes it due now; re-declaring keeps the record.
         store
             .apply(Change {

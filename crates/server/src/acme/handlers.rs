@@ -1984,8 +1984,10 @@ async fn renewal_info(
         if urgent {
             body["explanationURL"] = json!(ctx.urls.directory());
         }
-        Ok(json_reply(StatusCode::OK, body)
-            .with_header(header::RETRY_AFTER, &super::ARI_RETRY_AFTER.to_string()))
+        Ok(json_reply(StatusCode::OK, body).with_header(
+            header::RETRY_AFTER,
+            &ctx.service.config.ari_retry_after.max(1).to_string(),
+        ))
     })
     .await
 }

@@ -30,8 +30,6 @@ pub(crate) use objects::*;
 const NONCE_LIFETIME: i64 = 600;
 /// The settings row that holds the nonce MAC key (shared by servers on one database).
 const NONCE_KEY_SETTING: &str = "acme.nonce_key";
-/// `Retry-After` on renewalInfo responses, in seconds (RFC 9773 suggests hours).
-const ARI_RETRY_AFTER: u64 = 6 * 3600;
 
 /// The ACME server's state beside the shared application state.
 pub struct AcmeService {
