@@ -1,76 +1,18 @@
-//! Managed certificates from an external ACME CA (Pebble, Let's Encrypt's test server) through
-//! http-01 answered by certkeeper and dns-01 through a hook, and issuer fallback.
+//! Managed certificates from external ACME CAs: Pebble (Let's Encrypt's test server) through
+//! http-01 answered by certkeeper or written to a webroot nginx serves, dns-01 through a hook
+//! or RFC 2136 updates to BIND, issuer fallback, short-lived certificates renewed again and
+//! again; and another certkeeper as CA for rate limits and ACME Renewal Information.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::acme::DnsServer;
+use common::peers::{Bind, start_nginx, start_pebble};
 use common::{TestServer, free_port};
 use serde_json::Value;
-
-struct Pebble(Child);
-
-impl Drop for Pebble {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts Pebble on `port` with a TLS certificate for 127.0.0.1 issued by `server` (so that
-/// certkeeper's root is what the issuer configuration trusts).
-async fn start_pebble(
-    dir: &std::path::Path,
-    server: &TestServer,
-    dns: &DnsServer,
-    port: u16,
-    http01_port: u16,
-) -> Pebble {
-    let (status, body, text) = server
-        .post(
-            "/api/v1/certificates",
-            Some(server.token()),
-            &serde_json::json!({"profile": "mtls", "sans": ["localhost", "127.0.0.1"]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{text}");
-    let cert = dir.join("pebble.crt");
-    let key = dir.join("pebble.key");
-    std::fs::write(&cert, body["full_chain_pem"].as_str().unwrap()).unwrap();
-    std::fs::write(&key, body["private_key_pem"].as_str().unwrap()).unwrap();
-    let config = dir.join("pebble.json");
-    std::fs::write(
-        &config,
-        serde_json::json!({"pebble": {
-            "listenAddress": format!("127.0.0.1:{port}"),
-            "managementListenAddress": format!("127.0.0.1:{}", free_port()),
-            "certificate": cert, "privateKey": key,
-            "httpPort": http01_port, "tlsPort": free_port(),
-            "ocspResponderURL": "", "externalAccountBindingRequired": false
-        }})
-        .to_string(),
-    )
-    .unwrap();
-    let child = Command::new("pebble")
-        .arg("-config")
-        .arg(&config)
-        .args(["-dnsserver", &format!("127.0.0.1:{}", dns.dns_port)])
-        .env("PEBBLE_VA_NOSLEEP", "1")
-        .env("PEBBLE_WFE_NONCEREJECT", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pebble (Debian package pebble; scripts/test installs it)");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "pebble did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Pebble(child)
-}
 
 async fn wait_ready(server: &TestServer, name: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -159,7 +101,15 @@ http01_listen = "127.0.0.1:{http01_port}"
         &dir.path().join("data"),
         &["--config", config.to_str().unwrap()],
     );
-    let _pebble = start_pebble(dir.path(), &server, &dns, pebble_port, http01_port).await;
+    let _pebble = start_pebble(
+        dir.path(),
+        &server,
+        dns.dns_port,
+        pebble_port,
+        http01_port,
+        None,
+    )
+    .await;
     let out = dir.path().join("out");
     let o = out.display();
     let declarations: Vec<Value> = vec![
@@ -345,5 +295,377 @@ async fn an_issuer_answering_rate_limited_is_not_asked_again_before_retry_after(
         again["attempts"].as_array().unwrap().len(),
         1,
         "asked again: {again:#}"
+    );
+}
+
+async fn managed(server: &TestServer, name: &str) -> Value {
+    let (status, view, body) = server
+        .get(
+            &format!("/api/v1/managed-certificates/{name}"),
+            Some(server.token()),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    view
+}
+
+async fn apply(server: &TestServer, certificates: Value) {
+    let (status, _, body) = server
+        .post(
+            "/api/v1/managed-certificates/apply",
+            Some(server.token()),
+            &serde_json::json!({ "certificates": certificates }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pebble_over_rfc2136_updates_to_bind_and_an_http01_webroot_served_by_nginx() {
+    let dir = tempfile::tempdir().unwrap();
+    let bind = Bind::start(dir.path());
+    let http01_port = free_port();
+    let pebble_port = free_port();
+    let webroot = dir.path().join("webroot");
+    std::fs::create_dir_all(&webroot).unwrap();
+    let _nginx = start_nginx(
+        &dir.path().join("nginx"),
+        &format!(
+            "  server {{\n    listen 127.0.0.1:{http01_port};\n    root {};\n  }}",
+            webroot.display()
+        ),
+        http01_port,
+    );
+    let directory = format!("https://127.0.0.1:{pebble_port}/dir");
+    let root = dir.path().join("data/ca/root.crt");
+    let config = dir.path().join("certkeeper.toml");
+    let issuer = |name: &str, rest: &str| {
+        format!(
+            "[[issuer]]\nname = \"{name}\"\ndirectory = \"{directory}\"\nca_file = \"{}\"\n{rest}\n",
+            root.display()
+        )
+    };
+    let mut wrong = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut wrong).unwrap();
+    let wrong = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, wrong);
+    std::fs::write(
+        &config,
+        format!(
+            "[lifecycle]\ntick_ms = 200\nbackoff_base = \"1h\"\n\n{}{}{}",
+            issuer(
+                "pebble-rfc2136",
+                &format!(
+                    "challenge = \"dns-01\"\n[issuer.rfc2136]\nserver = \"127.0.0.1:{}\"\nzone = \"example.test\"\nkey_name = \"acme-key\"\nkey_secret = \"{}\"\n",
+                    bind.port, bind.secret
+                )
+            ),
+            issuer(
+                "pebble-wrong-key",
+                &format!(
+                    "challenge = \"dns-01\"\n[issuer.rfc2136]\nserver = \"127.0.0.1:{}\"\nzone = \"example.test\"\nkey_name = \"acme-key\"\nkey_secret = \"{wrong}\"\n",
+                    bind.port
+                )
+            ),
+            issuer(
+                "pebble-webroot",
+                &format!(
+                    "challenge = \"http-01\"\nhttp01_webroot = \"{}\"\n",
+                    webroot.display()
+                )
+            ),
+        ),
+    )
+    .unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let _pebble = start_pebble(
+        dir.path(),
+        &server,
+        bind.port,
+        pebble_port,
+        http01_port,
+        None,
+    )
+    .await;
+    let out = dir.path().join("out");
+    let o = out.display();
+    apply(
+        &server,
+        serde_json::json!([
+            {"name": "dyn", "sans": ["*.dyn.example.test", "dyn.example.test"], "issuer": "pebble-rfc2136",
+             "targets": [{"type": "file", "cert": format!("{o}/dyn.crt"), "key": format!("{o}/dyn.key")}]},
+            {"name": "static", "sans": ["www.example.test"], "issuer": "pebble-webroot",
+             "targets": [{"type": "file", "cert": format!("{o}/static.crt"), "key": format!("{o}/static.key")}]},
+            {"name": "refused", "sans": ["refused.example.test"], "issuer": "pebble-wrong-key"},
+        ]),
+    )
+    .await;
+
+    // dns-01 through TSIG-signed updates: the wildcard and its base name validated, and the
+    // records removed afterwards.
+    let _ = wait_ready(&server, "dyn").await;
+    assert!(issuer_of(&out.join("dyn.crt")).contains("Pebble"));
+    assert_eq!(
+        bind.txt("_acme-challenge.dyn.example.test."),
+        Vec::<String>::new()
+    );
+    // http-01 through files under the webroot nginx serves, removed afterwards.
+    let _ = wait_ready(&server, "static").await;
+    assert!(issuer_of(&out.join("static.crt")).contains("Pebble"));
+    let left: Vec<_> = std::fs::read_dir(webroot.join(".well-known/acme-challenge"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // A key BIND does not know: the update is refused, and the attempt says so.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let refused = loop {
+        let view = managed(&server, "refused").await;
+        if view["state"] == "failing" {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "{view:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let error = refused["attempts"][0]["error"].as_str().unwrap();
+    assert!(error.contains("refused the update"), "{error}");
+}
+
+/// The certificate nginx serves on `port`: (serial, notAfter as Unix seconds).
+fn served(port: u16) -> Option<(String, i64)> {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} -servername short.example.com </dev/null 2>/dev/null | openssl x509 -noout -serial -enddate -dateopt iso_8601"
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let serial = text
+        .lines()
+        .find_map(|l| l.strip_prefix("serial="))?
+        .to_ascii_lowercase();
+    let end = text.lines().find_map(|l| l.strip_prefix("notAfter="))?;
+    let end = time::PrimitiveDateTime::parse(
+        end.trim().trim_end_matches('Z'),
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"),
+    )
+    .ok()?
+    .assume_utc()
+    .unix_timestamp();
+    Some((serial, end))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn short_lived_certificates_from_pebble_renew_again_and_again_and_nginx_never_serves_an_expired_one()
+ {
+    const VALIDITY: u64 = 40;
+    const WATCH: Duration = Duration::from_secs(150);
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let http01_port = free_port();
+    let pebble_port = free_port();
+    let tls_port = free_port();
+    let config = dir.path().join("certkeeper.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[lifecycle]\ntick_ms = 200\nbackoff_base = \"1s\"\nbackoff_cap = \"2s\"\n\n[[issuer]]\nname = \"pebble\"\ndirectory = \"https://127.0.0.1:{pebble_port}/dir\"\nca_file = \"{}\"\nchallenge = \"http-01\"\nhttp01_listen = \"127.0.0.1:{http01_port}\"\n",
+            dir.path().join("data/ca/root.crt").display()
+        ),
+    )
+    .unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let _pebble = start_pebble(
+        dir.path(),
+        &server,
+        dns.dns_port,
+        pebble_port,
+        http01_port,
+        Some(VALIDITY),
+    )
+    .await;
+    // nginx starts with a placeholder certificate from certkeeper's own CA.
+    let work = dir.path().join("nginx");
+    std::fs::create_dir_all(&work).unwrap();
+    let (status, body, text) = server
+        .post(
+            "/api/v1/certificates",
+            Some(server.token()),
+            &serde_json::json!({"profile": "tls-server", "sans": ["short.example.com"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{text}");
+    std::fs::write(
+        work.join("fullchain.pem"),
+        body["full_chain_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("key.pem"),
+        body["private_key_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    let w = work.display();
+    let _nginx = start_nginx(
+        &work,
+        &format!(
+            "  server {{\n    listen 127.0.0.1:{tls_port} ssl;\n    ssl_certificate {w}/fullchain.pem;\n    ssl_certificate_key {w}/key.pem;\n  }}"
+        ),
+        tls_port,
+    );
+    let reload = format!(
+        "{} -p {w} -c {w}/nginx.conf -s reload",
+        common::peers::nginx_binary()
+    );
+    apply(
+        &server,
+        serde_json::json!([{"name": "short", "sans": ["short.example.com"], "issuer": "pebble",
+            "targets": [{"type": "nginx", "fullchain": format!("{w}/fullchain.pem"),
+                "key": format!("{w}/key.pem"), "probe": format!("127.0.0.1:{tls_port}"), "reload": reload}]}]),
+    )
+    .await;
+    let first = wait_ready(&server, "short").await;
+    let not_after = time::OffsetDateTime::parse(
+        first["not_after"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let lifetime = not_after - time::OffsetDateTime::now_utc();
+    assert!(
+        lifetime <= time::Duration::seconds(VALIDITY as i64 + 5),
+        "Pebble issued for {lifetime}"
+    );
+    // Watch what nginx serves, twice a second, for several lifetimes.
+    let mut serials = std::collections::BTreeSet::new();
+    let mut checks = 0;
+    let mut tightest = i64::MAX;
+    let end = Instant::now() + WATCH;
+    while Instant::now() < end {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let (serial, not_after) = served(tls_port).expect("nginx serves a certificate");
+        assert!(
+            not_after > now,
+            "nginx served {serial}, expired at {not_after} (now {now})"
+        );
+        tightest = tightest.min(not_after - now);
+        serials.insert(serial);
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let view = managed(&server, "short").await;
+    let attempts = view["attempts"].as_array().unwrap();
+    println!(
+        "{checks} checks, {} serials served, least remaining validity seen {tightest} s, {} attempts",
+        serials.len(),
+        attempts.len()
+    );
+    assert!(
+        serials.len() >= 4,
+        "only {} certificates served in {WATCH:?}: {view:#}",
+        serials.len()
+    );
+    assert!(
+        attempts.iter().all(|a| a["outcome"] == "success"),
+        "{attempts:#?}"
+    );
+    assert!(attempts.iter().all(|a| a["issuer"] == "pebble"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ari_window_from_the_issuer_is_followed_and_a_revocation_brings_the_renewal_forward() {
+    // Pebble 2.4 (Debian 12) has no renewalInfo: the CA here is another certkeeper, whose
+    // ACME server offers ARI and asks to be asked again after 1 s.
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let http01_port = free_port();
+    let upstream_dir = dir.path().join("upstream");
+    std::fs::create_dir_all(&upstream_dir).unwrap();
+    let upstream_config = common::acme::acme_config(
+        &upstream_dir,
+        &dns,
+        http01_port,
+        free_port(),
+        "ari_retry_after = \"1s\"\n",
+    );
+    let upstream = TestServer::start(
+        &upstream_dir.join("data"),
+        &["--config", upstream_config.to_str().unwrap()],
+    );
+    let config = dir.path().join("certkeeper.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[lifecycle]\ntick_ms = 200\n\n[[issuer]]\nname = \"upstream\"\ndirectory = \"{}\"\nca_file = \"{}\"\nchallenge = \"http-01\"\nhttp01_listen = \"127.0.0.1:{http01_port}\"\n",
+            upstream.url("/acme/default/directory"),
+            upstream_dir.join("data/ca/root.crt").display()
+        ),
+    )
+    .unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    apply(
+        &server,
+        serde_json::json!([{"name": "ari", "sans": ["ari.example.com"], "issuer": "upstream",
+            "renewal": {"kind": "ari"}}]),
+    )
+    .await;
+    let first = wait_ready(&server, "ari").await;
+    let serial = first["current_serial"].as_str().unwrap().to_string();
+    // The window lies at about 2/3 of the 90-day lifetime: the reconciler looks at it again
+    // when the CA's Retry-After runs out, and does not renew.
+    assert_eq!(first["next_action_reason"], "ari_check", "{first:#}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let view = managed(&server, "ari").await;
+    assert_eq!(view["current_serial"], serial.as_str());
+    assert_eq!(view["attempts"].as_array().unwrap().len(), 1, "{view:#}");
+    let next = time::OffsetDateTime::parse(
+        view["next_action_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(
+        next <= time::OffsetDateTime::now_utc() + time::Duration::seconds(5),
+        "checked again soon: {view:#}"
+    );
+
+    // The CA revokes it: the window moves into the past and the renewal happens at once,
+    // naming the certificate it replaces.
+    let (status, _, body) = upstream
+        .post(
+            "/api/v1/revocations",
+            Some(upstream.token()),
+            &serde_json::json!({"serial": serial, "reason": "superseded"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let renewed = loop {
+        let view = managed(&server, "ari").await;
+        if view["current_serial"].as_str() != Some(serial.as_str()) && view["state"] == "ready" {
+            break view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no renewal after revocation: {view:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(renewed["attempts"].as_array().unwrap().len(), 2);
+    let (_, old, _) = upstream
+        .get(
+            &format!("/api/v1/certificates/{serial}"),
+            Some(upstream.token()),
+        )
+        .await;
+    assert_eq!(
+        old["superseded_by"], renewed["current_serial"],
+        "the order named the certificate it replaces: {old:#}"
     );
 }

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod acme;
+pub mod peers;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_certkeeper");
 
