@@ -600,7 +600,7 @@ async fn an_ari_window_from_the_issuer_is_followed_and_a_revocation_brings_the_r
     std::fs::write(
         &config,
         format!(
-            "[lifecycle]\ntick_ms = 200\n\n[[issuer]]\nname = \"upstream\"\ndirectory = \"{}\"\nca_file = \"{}\"\nchallenge = \"http-01\"\nhttp01_listen = \"127.0.0.1:{http01_port}\"\n",
+            "[lifecycle]\ntick_ms = 200\nari_poll_min = \"1s\"\n\n[[issuer]]\nname = \"upstream\"\ndirectory = \"{}\"\nca_file = \"{}\"\nchallenge = \"http-01\"\nhttp01_listen = \"127.0.0.1:{http01_port}\"\n",
             upstream.url("/acme/default/directory"),
             upstream_dir.join("data/ca/root.crt").display()
         ),

@@ -146,6 +146,13 @@ pub struct LifecycleSection {
         serialize_with = "serialize_seconds"
     )]
     pub backoff_base: u64,
+    /// Shortest wait between two checks of an issuer's renewal information (ARI), whatever
+    /// its `Retry-After` says, such as "1m" (RFC 9773 §4.3.2's example).
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub ari_poll_min: u64,
     /// Longest wait between attempts, such as "6h".
     #[serde(
         deserialize_with = "duration_seconds",
@@ -164,6 +171,7 @@ impl Default for LifecycleSection {
             lease: 300,
             backoff_base: 60,
             backoff_cap: 6 * 3600,
+            ari_poll_min: 60,
         }
     }
 }

@@ -142,7 +142,7 @@ pub struct Deployed {
 /// A file's previous state: its bytes, mode and owner, or absent.
 struct Previous {
     path: PathBuf,
-    contents: Option<(Vec<u8>, u32, FileOwner)>,
+    contents: Option<(Vec<u8>, u32, Option<FileOwner>)>,
 }
 
 /// Resolves `user` or `user:group` (names or numeric ids) to ids.
@@ -295,8 +295,13 @@ fn remember(path: &Path) -> Previous {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let contents = std::fs::read(path).ok().map(|bytes| {
         let (mode, owner) = std::fs::metadata(path)
-            .map(|m| (m.permissions().mode() & 0o777, (m.uid(), Some(m.gid()))))
-            .unwrap_or((PRIVATE, (0, None)));
+            .map(|m| {
+                (
+                    m.permissions().mode() & 0o777,
+                    Some((m.uid(), Some(m.gid()))),
+                )
+            })
+            .unwrap_or((PRIVATE, None));
         (bytes, mode, owner)
     });
     Previous {
@@ -310,8 +315,10 @@ fn restore(previous: &[Previous]) -> bool {
     let mut all = true;
     for file in previous {
         let done = match &file.contents {
+            // The previous owner when we may set it (root); else the contents and mode alone.
             Some((bytes, mode, owner)) => {
-                write_atomic_owned(&file.path, bytes, *mode, Some(*owner)).is_ok()
+                write_atomic_owned(&file.path, bytes, *mode, *owner).is_ok()
+                    || write_atomic_owned(&file.path, bytes, *mode, None).is_ok()
             }
             None => std::fs::remove_file(&file.path).is_ok() || !file.path.exists(),
         };

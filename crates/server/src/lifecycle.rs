@@ -109,17 +109,21 @@ impl IssuerSlots {
         IssuerSlots { issuers: map }
     }
 
-    /// Waits for a free slot of `issuer`; `None` when no such issuer is configured.
-    async fn acquire(&self, issuer: &str) -> Option<IssuerPermit<'_>> {
-        let slot = self.issuers.get(issuer)?;
-        let permit = slot.permits.clone().acquire_owned().await.ok()?;
+    /// A free slot of `issuer`: `Err` when no such issuer is configured, `Ok(None)` when all
+    /// its slots are taken (the attempt is put back, not queued, so that it neither holds a
+    /// global slot nor outlives its lease while it waits).
+    fn try_acquire(&self, issuer: &str) -> Result<Option<IssuerPermit<'_>>, ()> {
+        let slot = self.issuers.get(issuer).ok_or(())?;
+        let Ok(permit) = slot.permits.clone().try_acquire_owned() else {
+            return Ok(None);
+        };
         let now = slot.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         slot.max_in_flight.fetch_max(now, Ordering::SeqCst);
         slot.attempts.fetch_add(1, Ordering::SeqCst);
-        Some(IssuerPermit {
+        Ok(Some(IssuerPermit {
             slot,
             _permit: permit,
-        })
+        }))
     }
 
     /// Each issuer's bound and load.
@@ -145,6 +149,7 @@ pub fn spawn(state: SharedState, config: LifecycleSection) -> tokio::task::JoinH
         let owner = format!("server-{}", hex::encode(id));
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
         let lease = i64::try_from(config.lease.max(30)).unwrap_or(300);
+        let _ = ARI_POLL_MIN.set(i64::try_from(config.ari_poll_min.max(1)).unwrap_or(60));
         let _ = BACKOFF.set(Backoff {
             base_seconds: i64::try_from(config.backoff_base.max(1)).unwrap_or(60),
             cap_seconds: i64::try_from(config.backoff_cap.max(1)).unwrap_or(21_600),
@@ -199,21 +204,7 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
     {
         match check_ari(state, spec, &record).await {
             AriCheck::Later { at, reason } => {
-                let reschedule = ManagedReschedule {
-                    name: record.name.clone(),
-                    next_action_at: at,
-                    next_action_reason: reason,
-                };
-                if let Err(error) = state
-                    .store
-                    .apply(Change {
-                        managed_reschedules: vec![reschedule],
-                        ..Change::default()
-                    })
-                    .await
-                {
-                    tracing::warn!(%error, name = %record.name, "could not record a renewal check");
-                }
+                reschedule(state, &record.name, at, &reason).await;
                 return;
             }
             AriCheck::RenewNow { current_der } => replaces = current_der,
@@ -227,9 +218,14 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
             issued: None,
             targets: Vec::new(),
             retry_after: None,
+            busy: false,
         }),
     };
     let now = unix_now();
+    if let Err(Failed { busy: true, .. }) = &result {
+        reschedule(state, &record.name, now + 1, &record.next_action_reason).await;
+        return;
+    }
     let jitter = jitter_fraction(&record.name);
     let (outcome, audit) = match result {
         Ok((issued, targets)) => {
@@ -325,6 +321,23 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
     }
 }
 
+/// Puts a claimed managed certificate back with a new next action time and no attempt (the
+/// lease is released; a renewal requested meanwhile keeps its time, see the store).
+async fn reschedule(state: &SharedState, name: &str, at: i64, reason: &str) {
+    let change = Change {
+        managed_reschedules: vec![ManagedReschedule {
+            name: name.to_string(),
+            next_action_at: at,
+            next_action_reason: reason.to_string(),
+        }],
+        ..Change::default()
+    };
+    if let Err(error) = state.store.apply(change).await {
+        // The lease runs out and the work is claimed again.
+        tracing::warn!(%error, %name, "could not put a managed certificate back");
+    }
+}
+
 /// Next action reasons after which the reconciler renews without asking the issuer first.
 const FORCED_REASONS: [&str; 3] = ["renewal requested", "declaration changed", "declared"];
 
@@ -347,10 +360,14 @@ enum AriCheck {
     RenewNow { current_der: Option<Vec<u8>> },
 }
 
-/// Shortest and longest waits between two renewal-information checks, whatever the issuer's
-/// `Retry-After` says (RFC 9773 §4.3.2 leaves clamping to the client).
-const ARI_POLL_MIN: i64 = 1;
+/// Longest wait between two renewal-information checks, whatever the issuer's `Retry-After`
+/// says (RFC 9773 §4.3.2 suggests one day); the shortest is `[lifecycle] ari_poll_min`.
 const ARI_POLL_MAX: i64 = 24 * 3600;
+/// When renewal information could not be fetched: look again after this long (RFC 9773
+/// §4.3.3 suggests six hours).
+const ARI_RETRY_AFTER_ERROR: i64 = 6 * 3600;
+/// The shortest wait between two renewal-information checks (set once at start).
+static ARI_POLL_MIN: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
 
 /// Asks the issuer for the renewal window of the certificate in force.
 async fn check_ari(state: &SharedState, spec: &ManagedSpec, record: &ManagedRecord) -> AriCheck {
@@ -367,20 +384,22 @@ async fn check_ari(state: &SharedState, spec: &ManagedSpec, record: &ManagedReco
     };
     let jitter = jitter_fraction(&record.name);
     let window = state.upstreams.renewal_window(&spec.issuer, &der).await;
+    if let Err(error) = &window {
+        tracing::warn!(%error, name = %record.name, "renewal information unavailable; planning without it");
+    }
+    let offered = matches!(window, Ok(Some(_)));
     let (at, reason) = plan_with_window(
         summary.not_before,
         summary.not_after,
         spec.renewal,
-        window.as_ref().ok().copied().flatten(),
+        window,
         jitter,
         now,
     );
-    if let Err(error) = &window {
-        tracing::warn!(%error, name = %record.name, "renewal information unavailable; planning without it");
-    }
     if at <= now {
+        // `replaces` only to an issuer that offers renewal information (RFC 9773 §5).
         AriCheck::RenewNow {
-            current_der: Some(der),
+            current_der: offered.then_some(der),
         }
     } else {
         AriCheck::Later { at, reason }
@@ -388,34 +407,35 @@ async fn check_ari(state: &SharedState, spec: &ManagedSpec, record: &ManagedReco
 }
 
 /// The next action after a check or a renewal: the renewal time inside the issuer's window,
-/// or an earlier look at the window when the issuer asks to be asked again before then.
+/// or an earlier look at the window when the issuer asks to be asked again before then (after
+/// six hours when the window could not be fetched; never for an issuer without ARI).
 fn plan_with_window(
     not_before: i64,
     not_after: i64,
     policy: RenewalPolicy,
-    window: Option<crate::upstream::RenewalWindow>,
+    window: Result<Option<crate::upstream::RenewalWindow>, String>,
     jitter: f64,
     now: i64,
 ) -> (i64, String) {
+    let offered = window.as_ref().ok().copied().flatten();
     let (renew_at, reason) = renewal_time(
         not_before,
         not_after,
         policy,
-        window.map(|w| (w.start, w.end)),
+        offered.map(|w| (w.start, w.end)),
         jitter,
         now,
     );
     let reason = reason_text(reason);
-    match window {
-        Some(w) => {
-            let look_again = now + w.retry_after.clamp(ARI_POLL_MIN, ARI_POLL_MAX);
-            if look_again < renew_at {
-                (look_again, "ari_check".into())
-            } else {
-                (renew_at, reason)
-            }
-        }
-        None => (renew_at, reason),
+    let poll_min = ARI_POLL_MIN.get().copied().unwrap_or(60);
+    let look_again = match window {
+        Ok(Some(w)) => Some(w.retry_after.clamp(poll_min, ARI_POLL_MAX)),
+        Ok(None) => None,
+        Err(_) => Some(ARI_RETRY_AFTER_ERROR),
+    };
+    match look_again {
+        Some(after) if now + after < renew_at => (now + after, "ari_check".into()),
+        _ => (renew_at, reason),
     }
 }
 
@@ -436,19 +456,16 @@ async fn next_after_success(
     name: &str,
 ) -> (i64, String) {
     let window = if matches!(policy, RenewalPolicy::Ari) && state.upstreams.knows(&issued.issuer) {
-        match state
+        let window = state
             .upstreams
             .renewal_window(&issued.issuer, &issued.der)
-            .await
-        {
-            Ok(window) => window,
-            Err(error) => {
-                tracing::warn!(%error, %name, "renewal information unavailable; planning without it");
-                None
-            }
+            .await;
+        if let Err(error) = &window {
+            tracing::warn!(%error, %name, "renewal information unavailable; planning without it");
         }
+        window
     } else {
-        None
+        Ok(None)
     };
     plan_with_window(
         issued.not_before,
@@ -504,6 +521,8 @@ struct Failed {
     targets: Vec<TargetState>,
     /// The issuer's `Retry-After` (Unix seconds): the next attempt is not earlier.
     retry_after: Option<i64>,
+    /// Not an attempt: the issuer had no free slot, so the work goes back to be claimed again.
+    busy: bool,
 }
 
 /// The backoff in force (set once at start from `[lifecycle]`).
@@ -519,11 +538,18 @@ fn renewal_key(
     if !spec.key.rotate
         && let Some(sealed) = &record.key_sealed
     {
-        let pem = state.sealer.unseal(&record.name, sealed)?;
-        let text = std::str::from_utf8(&pem).map_err(|_| "the kept key is not PEM".to_string())?;
-        let key = SoftwareKey::from_pem(text).map_err(|e| e.to_string())?;
-        if key.public_key().label() == spec.key.algorithm.name() {
-            return Ok(key);
+        let kept = state.sealer.unseal(&record.name, sealed).and_then(|pem| {
+            let text =
+                std::str::from_utf8(&pem).map_err(|_| "the kept key is not PEM".to_string())?;
+            SoftwareKey::from_pem(text).map_err(|e| e.to_string())
+        });
+        match kept {
+            Ok(key) if key.public_key().label() == spec.key.algorithm.name() => return Ok(key),
+            Ok(_) => {}
+            // A key that cannot be opened must not stop renewals: a new key is made (and kept).
+            Err(error) => {
+                tracing::warn!(%error, name = %record.name, "the kept key cannot be used; making a new one");
+            }
         }
     }
     SoftwareKey::generate(spec.key.algorithm).map_err(|e| format!("key generation: {e}"))
@@ -556,11 +582,21 @@ async fn renew(
         issued: None,
         targets: Vec::new(),
         retry_after: None,
+        busy: false,
     };
-    let Some(_slot) = state.issuer_slots.acquire(&issuer).await else {
-        return Err(refuse(format!(
-            "issuer {issuer:?} is not configured: use \"internal\" or add an [[issuer]] with that name"
-        )));
+    let _slot = match state.issuer_slots.try_acquire(&issuer) {
+        Ok(Some(slot)) => slot,
+        Ok(None) => {
+            return Err(Failed {
+                busy: true,
+                ..refuse(format!("every slot of issuer {issuer:?} is taken"))
+            });
+        }
+        Err(()) => {
+            return Err(refuse(format!(
+                "issuer {issuer:?} is not configured: use \"internal\" or add an [[issuer]] with that name"
+            )));
+        }
     };
     let tenant = spec
         .tenant
@@ -711,6 +747,7 @@ async fn renew(
             issued: Some(renewed),
             targets,
             retry_after: None,
+            busy: false,
         })
     }
 }

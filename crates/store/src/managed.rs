@@ -90,7 +90,13 @@ pub(crate) async fn apply(
     }
     for reschedule in &change.managed_reschedules {
         let result = sqlx::query(
-            "UPDATE managed_certificates SET next_action_at = $1, next_action_reason = $2, \
+            // A renewal requested (or a declaration changed) while the work was claimed keeps
+            // its time and reason.
+            "UPDATE managed_certificates SET \
+               next_action_at = CASE WHEN next_action_reason IN ('renewal requested', 'declaration changed', 'declared') \
+                 THEN next_action_at ELSE $1 END, \
+               next_action_reason = CASE WHEN next_action_reason IN ('renewal requested', 'declaration changed', 'declared') \
+                 THEN next_action_reason ELSE $2 END, \
                lease_owner = NULL, lease_until = NULL, updated_at = $3 WHERE name = $4",
         )
         .bind(reschedule.next_action_at)

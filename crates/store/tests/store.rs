@@ -1088,6 +1088,23 @@ both_backends!(
         let a = store.managed_certificate("a").await.unwrap().unwrap();
         assert!(a.next_action_at <= NOW + 5000);
         assert_eq!(a.next_action_reason, "renewal requested");
+        // A reschedule racing with the request does not lose it.
+        store
+            .apply(Change {
+                managed_reschedules: vec![ManagedReschedule {
+                    name: "a".into(),
+                    next_action_at: NOW + 9000,
+                    next_action_reason: "ari_check".into(),
+                }],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        let kept = store.managed_certificate("a").await.unwrap().unwrap();
+        assert_eq!(
+            (kept.next_action_at, kept.next_action_reason.as_str()),
+            (a.next_action_at, "renewal requested")
+        );
         let unknown = store
             .apply(Change {
                 managed_renew_now: vec!["nope".into()],
