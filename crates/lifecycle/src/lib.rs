@@ -13,5 +13,8 @@ mod spec;
 
 pub use backoff::{Backoff, IssuerChoice, choose_issuer};
 pub use error::LifecycleError;
-pub use plan::{RenewalPolicy, RenewalReason, jitter_fraction, renewal_time};
+pub use plan::{
+    ARI_POLL_MAX, ARI_RETRY_AFTER_ERROR, AriAnswer, AriWindow, RenewalPolicy, RenewalReason,
+    jitter_fraction, next_action, renewal_time,
+};
 pub use spec::{KeyPolicy, ManagedSpec, SpecChange, TargetSpec, diff_specs, parse_mode};

@@ -42,6 +42,79 @@ pub enum RenewalReason {
     AriWindow,
     /// The issuer's ARI window lies in the past (revoked, CA rotated): renew now.
     AriUrgent,
+    /// Not a renewal: ask the issuer for its ARI window again (see [`next_action`]).
+    AriCheck,
+}
+
+impl RenewalReason {
+    /// The reason as stored and shown in status, such as `lifetime_fraction`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RenewalReason::LifetimeFraction => "lifetime_fraction",
+            RenewalReason::BeforeExpiry => "before_expiry",
+            RenewalReason::AriWindow => "ari_window",
+            RenewalReason::AriUrgent => "ari_urgent",
+            RenewalReason::AriCheck => "ari_check",
+        }
+    }
+}
+
+/// An issuer's suggested renewal window (RFC 9773 §4.2), Unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AriWindow {
+    /// Start of the window.
+    pub start: i64,
+    /// End of the window.
+    pub end: i64,
+    /// Seconds until the issuer wants to be asked again (its `Retry-After`).
+    pub retry_after: i64,
+}
+
+/// What asking an issuer for renewal information gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AriAnswer {
+    /// The issuer does not offer renewal information (or the policy does not follow it).
+    NotOffered,
+    /// The issuer offers it but it could not be fetched.
+    Unavailable,
+    /// The window.
+    Window(AriWindow),
+}
+
+/// Longest wait between two renewal-information checks, whatever the issuer's `Retry-After`
+/// says (RFC 9773 §4.3.2 suggests treating longer values as one day).
+pub const ARI_POLL_MAX: i64 = 86_400;
+/// When renewal information could not be fetched, look again after this long (RFC 9773
+/// §4.3.3 suggests six hours).
+pub const ARI_RETRY_AFTER_ERROR: i64 = 6 * 3600;
+
+/// The next action for a certificate valid [not_before, not_after]: its renewal time
+/// ([`renewal_time`], inside the ARI window when there is one), or an earlier look at the
+/// window when the issuer asks to be asked again before then (`Retry-After` clamped to
+/// `poll_min` .. [`ARI_POLL_MAX`]; [`ARI_RETRY_AFTER_ERROR`] after a failed fetch).
+pub fn next_action(
+    not_before: i64,
+    not_after: i64,
+    policy: RenewalPolicy,
+    ari: AriAnswer,
+    jitter: f64,
+    now: i64,
+    poll_min: i64,
+) -> (i64, RenewalReason) {
+    let window = match ari {
+        AriAnswer::Window(w) => Some((w.start, w.end)),
+        _ => None,
+    };
+    let (renew_at, reason) = renewal_time(not_before, not_after, policy, window, jitter, now);
+    let look_again = match ari {
+        AriAnswer::Window(w) => Some(w.retry_after.clamp(poll_min.max(1), ARI_POLL_MAX)),
+        AriAnswer::Unavailable => Some(ARI_RETRY_AFTER_ERROR),
+        AriAnswer::NotOffered => None,
+    };
+    match look_again {
+        Some(after) if now + after < renew_at => (now + after, RenewalReason::AriCheck),
+        _ => (renew_at, reason),
+    }
 }
 
 /// Share of the lifetime over which renewal times are spread (± half of it around the
@@ -142,6 +215,69 @@ mod tests {
         let (at, reason) = renewal_time(0, 90 * DAY, RenewalPolicy::Ari, None, 0.5, 0);
         assert_eq!(reason, RenewalReason::LifetimeFraction);
         assert!((at - 60 * DAY).abs() <= 1);
+    }
+
+    #[test]
+    fn the_window_is_looked_at_again_when_the_issuer_asks_before_the_renewal() {
+        let window = |retry_after| {
+            AriAnswer::Window(AriWindow {
+                start: 60 * DAY,
+                end: 61 * DAY,
+                retry_after,
+            })
+        };
+        let next = |ari| next_action(0, 90 * DAY, RenewalPolicy::Ari, ari, 0.0, 0, 60);
+        assert_eq!(next(window(6 * 3600)), (6 * 3600, RenewalReason::AriCheck));
+        // Clamped: at least `poll_min`, at most a day.
+        assert_eq!(next(window(0)), (60, RenewalReason::AriCheck));
+        assert_eq!(next(window(90 * DAY)), (DAY, RenewalReason::AriCheck));
+        // A failed fetch: two thirds, but look again in six hours.
+        assert_eq!(
+            next(AriAnswer::Unavailable),
+            (ARI_RETRY_AFTER_ERROR, RenewalReason::AriCheck)
+        );
+        // No ARI at all: just the renewal time.
+        let (at, reason) = next(AriAnswer::NotOffered);
+        assert_eq!(reason, RenewalReason::LifetimeFraction);
+        assert!((at - 60 * DAY).abs() <= DAY * 5);
+        // The renewal comes first: renew, no check.
+        let soon = next_action(
+            0,
+            90 * DAY,
+            RenewalPolicy::Ari,
+            window(DAY),
+            0.0,
+            60 * DAY - 10,
+            60,
+        );
+        assert_eq!(soon, (60 * DAY, RenewalReason::AriWindow));
+        // A window in the past: now.
+        let past = next_action(
+            0,
+            90 * DAY,
+            RenewalPolicy::Ari,
+            window(60),
+            0.5,
+            70 * DAY,
+            60,
+        );
+        assert_eq!(past, (70 * DAY, RenewalReason::AriUrgent));
+    }
+
+    #[test]
+    fn reasons_read_as_their_serde_names() {
+        for reason in [
+            RenewalReason::LifetimeFraction,
+            RenewalReason::BeforeExpiry,
+            RenewalReason::AriWindow,
+            RenewalReason::AriUrgent,
+            RenewalReason::AriCheck,
+        ] {
+            assert_eq!(
+                serde_json::to_value(reason).unwrap(),
+                serde_json::json!(reason.as_str())
+            );
+        }
     }
 
     #[test]

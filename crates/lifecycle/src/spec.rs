@@ -235,11 +235,8 @@ impl ManagedSpec {
                         }
                     }
                     if let Some(owner) = owner {
-                        let (user, group) = owner.split_once(':').unwrap_or((owner, ""));
-                        if user.is_empty()
-                            || owner.matches(':').count() > 1
-                            || (owner.contains(':') && group.is_empty())
-                        {
+                        let parts: Vec<&str> = owner.split(':').collect();
+                        if parts.len() > 2 || parts.iter().any(|p| p.is_empty()) {
                             return Err(invalid(format!(
                                 "targets[{index}].owner {owner:?} must be `user` or `user:group`"
                             )));

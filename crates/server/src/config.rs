@@ -728,6 +728,11 @@ impl Config {
                     ));
                 }
             }
+            if let Some(rfc2136) = &issuer.rfc2136
+                && let Err(problem) = crate::rfc2136::check(rfc2136)
+            {
+                return Err(located(&at, format!("issuer {:?}: {problem}", issuer.name)));
+            }
             if issuer.concurrency == 0 {
                 return Err(located(
                     &at,
@@ -804,6 +809,47 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issuer_settings_that_cannot_work_are_refused_at_start() {
+        let issuer = "[[issuer]]\nname = \"ca\"\ndirectory = \"https://ca.example/dir\"\n";
+        let cases = [
+            ("challenge = \"http-01\"\n", "http01_listen"),
+            (
+                "challenge = \"http-01\"\nhttp01_listen = \"127.0.0.1:80\"\nhttp01_webroot = \"/var/www\"\n",
+                "one of http01_listen",
+            ),
+            ("challenge = \"dns-01\"\n", "dns01_hook"),
+            (
+                "challenge = \"dns-01\"\n[issuer.rfc2136]\nserver = \"127.0.0.1:53\"\nzone = \"example.com\"\nkey_name = \"k\"\nkey_secret = \"not base64!\"\n",
+                "key_secret is not base64",
+            ),
+            (
+                "challenge = \"dns-01\"\n[issuer.rfc2136]\nserver = \"127.0.0.1:53\"\nzone = \"example.com\"\nkey_name = \"k\"\nkey_algorithm = \"hmac-md5\"\nkey_secret = \"c2VjcmV0\"\n",
+                "hmac-sha256",
+            ),
+            (
+                "http01_listen = \"127.0.0.1:80\"\nconcurrency = 0\n",
+                "concurrency",
+            ),
+        ];
+        for (rest, expected) in cases {
+            let text = format!("{issuer}{rest}");
+            let err = Config::parse(&text, "c.toml")
+                .and_then(|c| c.check(&text, "c.toml"))
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {text}"))
+                .to_string();
+            assert!(err.contains(expected), "{text}\n{err}");
+        }
+        let good = format!(
+            "{issuer}challenge = \"dns-01\"\n[issuer.rfc2136]\nserver = \"127.0.0.1:53\"\nzone = \"example.com\"\nkey_name = \"k\"\nkey_secret = \"c2VjcmV0\"\n"
+        );
+        Config::parse(&good, "c.toml")
+            .unwrap()
+            .check(&good, "c.toml")
+            .unwrap();
+    }
 
     #[test]
     fn empty_file_is_valid() {

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use certkeeper_lifecycle::{
-    Backoff, IssuerChoice, ManagedSpec, RenewalPolicy, TargetSpec, choose_issuer, jitter_fraction,
-    parse_mode, renewal_time,
+    AriAnswer, Backoff, IssuerChoice, ManagedSpec, RenewalPolicy, TargetSpec, choose_issuer,
+    jitter_fraction, next_action, parse_mode,
 };
 use certkeeper_pki::{Signer, SoftwareKey};
 use certkeeper_store::{
@@ -24,7 +24,7 @@ use certkeeper_store::{
     Outcome, RenewalAttempt,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::auth::{Principal, Role};
 use crate::config::LifecycleSection;
@@ -58,10 +58,16 @@ pub struct IssuerSlots {
 
 struct IssuerSlot {
     bound: usize,
-    permits: Arc<Semaphore>,
-    in_flight: AtomicUsize,
+    permits: Semaphore,
     max_in_flight: AtomicUsize,
     attempts: AtomicU64,
+}
+
+impl IssuerSlot {
+    /// Attempts holding a slot now.
+    fn in_flight(&self) -> usize {
+        self.bound - self.permits.available_permits()
+    }
 }
 
 /// An issuer's bound and load.
@@ -79,25 +85,12 @@ pub struct IssuerLoad {
     pub attempts: u64,
 }
 
-/// An issuer slot held for one attempt; dropping it frees the slot.
-struct IssuerPermit<'a> {
-    slot: &'a IssuerSlot,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Drop for IssuerPermit<'_> {
-    fn drop(&mut self) {
-        self.slot.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 impl IssuerSlots {
     /// Bounds for the internal CA and each configured issuer.
     pub fn new(internal: usize, issuers: &[crate::config::IssuerConfig]) -> IssuerSlots {
         let slot = |bound: usize| IssuerSlot {
             bound: bound.max(1),
-            permits: Arc::new(Semaphore::new(bound.max(1))),
-            in_flight: AtomicUsize::new(0),
+            permits: Semaphore::new(bound.max(1)),
             max_in_flight: AtomicUsize::new(0),
             attempts: AtomicU64::new(0),
         };
@@ -109,21 +102,18 @@ impl IssuerSlots {
         IssuerSlots { issuers: map }
     }
 
-    /// A free slot of `issuer`: `Err` when no such issuer is configured, `Ok(None)` when all
-    /// its slots are taken (the attempt is put back, not queued, so that it neither holds a
-    /// global slot nor outlives its lease while it waits).
-    fn try_acquire(&self, issuer: &str) -> Result<Option<IssuerPermit<'_>>, ()> {
+    /// A free slot of `issuer`, held until the permit is dropped: `Err` when no such issuer
+    /// is configured, `Ok(None)` when all its slots are taken (the attempt is put back, not
+    /// queued, so that it neither holds a global slot nor outlives its lease while it waits).
+    fn try_acquire(&self, issuer: &str) -> Result<Option<SemaphorePermit<'_>>, ()> {
         let slot = self.issuers.get(issuer).ok_or(())?;
-        let Ok(permit) = slot.permits.clone().try_acquire_owned() else {
+        let Ok(permit) = slot.permits.try_acquire() else {
             return Ok(None);
         };
-        let now = slot.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        slot.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        slot.max_in_flight
+            .fetch_max(slot.in_flight(), Ordering::SeqCst);
         slot.attempts.fetch_add(1, Ordering::SeqCst);
-        Ok(Some(IssuerPermit {
-            slot,
-            _permit: permit,
-        }))
+        Ok(Some(permit))
     }
 
     /// Each issuer's bound and load.
@@ -133,7 +123,7 @@ impl IssuerSlots {
             .map(|(name, slot)| IssuerLoad {
                 name: name.clone(),
                 concurrency: slot.bound,
-                in_flight: slot.in_flight.load(Ordering::SeqCst),
+                in_flight: slot.in_flight(),
                 max_in_flight: slot.max_in_flight.load(Ordering::SeqCst),
                 attempts: slot.attempts.load(Ordering::SeqCst),
             })
@@ -338,9 +328,6 @@ async fn reschedule(state: &SharedState, name: &str, at: i64, reason: &str) {
     }
 }
 
-/// Next action reasons after which the reconciler renews without asking the issuer first.
-const FORCED_REASONS: [&str; 3] = ["renewal requested", "declaration changed", "declared"];
-
 /// Whether this wake-up starts with the issuer's renewal information: the policy follows ARI,
 /// an external issuer gave the certificate in force, nothing has failed since and nobody
 /// asked for a renewal.
@@ -349,7 +336,7 @@ fn follows_ari(state: &SharedState, spec: &ManagedSpec, record: &ManagedRecord) 
         && state.upstreams.knows(&spec.issuer)
         && record.current_serial.is_some()
         && record.consecutive_failures == 0
-        && !FORCED_REASONS.contains(&record.next_action_reason.as_str())
+        && !certkeeper_store::REQUESTED_REASONS.contains(&record.next_action_reason.as_str())
 }
 
 /// What a renewal-information check decided.
@@ -360,14 +347,25 @@ enum AriCheck {
     RenewNow { current_der: Option<Vec<u8>> },
 }
 
-/// Longest wait between two renewal-information checks, whatever the issuer's `Retry-After`
-/// says (RFC 9773 §4.3.2 suggests one day); the shortest is `[lifecycle] ari_poll_min`.
-const ARI_POLL_MAX: i64 = 24 * 3600;
-/// When renewal information could not be fetched: look again after this long (RFC 9773
-/// §4.3.3 suggests six hours).
-const ARI_RETRY_AFTER_ERROR: i64 = 6 * 3600;
-/// The shortest wait between two renewal-information checks (set once at start).
+/// The shortest wait between two renewal-information checks (`[lifecycle] ari_poll_min`,
+/// set once at start).
 static ARI_POLL_MIN: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+
+fn ari_poll_min() -> i64 {
+    ARI_POLL_MIN.get().copied().unwrap_or(60)
+}
+
+/// What `issuer` says about the renewal window of the certificate `der`.
+async fn ari_answer(state: &SharedState, issuer: &str, der: &[u8], name: &str) -> AriAnswer {
+    match state.upstreams.renewal_window(issuer, der).await {
+        Ok(Some(window)) => AriAnswer::Window(window),
+        Ok(None) => AriAnswer::NotOffered,
+        Err(error) => {
+            tracing::warn!(%error, %name, "renewal information unavailable; planning without it");
+            AriAnswer::Unavailable
+        }
+    }
+}
 
 /// Asks the issuer for the renewal window of the certificate in force.
 async fn check_ari(state: &SharedState, spec: &ManagedSpec, record: &ManagedRecord) -> AriCheck {
@@ -382,68 +380,27 @@ async fn check_ari(state: &SharedState, spec: &ManagedSpec, record: &ManagedReco
     let Ok(summary) = certkeeper_pki::parse_certificate(&der) else {
         return AriCheck::RenewNow { current_der: None };
     };
-    let jitter = jitter_fraction(&record.name);
-    let window = state.upstreams.renewal_window(&spec.issuer, &der).await;
-    if let Err(error) = &window {
-        tracing::warn!(%error, name = %record.name, "renewal information unavailable; planning without it");
-    }
-    let offered = matches!(window, Ok(Some(_)));
-    let (at, reason) = plan_with_window(
+    let answer = ari_answer(state, &spec.issuer, &der, &record.name).await;
+    let (at, reason) = next_action(
         summary.not_before,
         summary.not_after,
         spec.renewal,
-        window,
-        jitter,
+        answer,
+        jitter_fraction(&record.name),
         now,
+        ari_poll_min(),
     );
     if at <= now {
         // `replaces` only to an issuer that offers renewal information (RFC 9773 §5).
         AriCheck::RenewNow {
-            current_der: offered.then_some(der),
+            current_der: matches!(answer, AriAnswer::Window(_)).then_some(der),
         }
     } else {
-        AriCheck::Later { at, reason }
+        AriCheck::Later {
+            at,
+            reason: reason.as_str().to_string(),
+        }
     }
-}
-
-/// The next action after a check or a renewal: the renewal time inside the issuer's window,
-/// or an earlier look at the window when the issuer asks to be asked again before then (after
-/// six hours when the window could not be fetched; never for an issuer without ARI).
-fn plan_with_window(
-    not_before: i64,
-    not_after: i64,
-    policy: RenewalPolicy,
-    window: Result<Option<crate::upstream::RenewalWindow>, String>,
-    jitter: f64,
-    now: i64,
-) -> (i64, String) {
-    let offered = window.as_ref().ok().copied().flatten();
-    let (renew_at, reason) = renewal_time(
-        not_before,
-        not_after,
-        policy,
-        offered.map(|w| (w.start, w.end)),
-        jitter,
-        now,
-    );
-    let reason = reason_text(reason);
-    let poll_min = ARI_POLL_MIN.get().copied().unwrap_or(60);
-    let look_again = match window {
-        Ok(Some(w)) => Some(w.retry_after.clamp(poll_min, ARI_POLL_MAX)),
-        Ok(None) => None,
-        Err(_) => Some(ARI_RETRY_AFTER_ERROR),
-    };
-    match look_again {
-        Some(after) if now + after < renew_at => (now + after, "ari_check".into()),
-        _ => (renew_at, reason),
-    }
-}
-
-fn reason_text(reason: certkeeper_lifecycle::RenewalReason) -> String {
-    serde_json::to_value(reason)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| "renewal".into())
 }
 
 /// The next action after a successful renewal.
@@ -455,26 +412,21 @@ async fn next_after_success(
     now: i64,
     name: &str,
 ) -> (i64, String) {
-    let window = if matches!(policy, RenewalPolicy::Ari) && state.upstreams.knows(&issued.issuer) {
-        let window = state
-            .upstreams
-            .renewal_window(&issued.issuer, &issued.der)
-            .await;
-        if let Err(error) = &window {
-            tracing::warn!(%error, %name, "renewal information unavailable; planning without it");
-        }
-        window
+    let answer = if matches!(policy, RenewalPolicy::Ari) && state.upstreams.knows(&issued.issuer) {
+        ari_answer(state, &issued.issuer, &issued.der, name).await
     } else {
-        Ok(None)
+        AriAnswer::NotOffered
     };
-    plan_with_window(
+    let (at, reason) = next_action(
         issued.not_before,
         issued.not_after,
         policy,
-        window,
+        answer,
         jitter,
         now,
-    )
+        ari_poll_min(),
+    );
+    (at, reason.as_str().to_string())
 }
 
 /// The DER of the certificate in force, from the inventory.

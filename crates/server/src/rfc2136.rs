@@ -33,6 +33,13 @@ pub async fn cleanup(config: &Rfc2136Config, record: &str, value: &str) -> Resul
     send(config, update_message::delete_by_rdata(rrset, zone, false)).await
 }
 
+/// Checks the settings (zone and key name parse, the secret is base64, the algorithm is
+/// known) so that a mistake stops the server at start rather than failing each attempt.
+pub fn check(config: &Rfc2136Config) -> Result<(), String> {
+    absolute_name(&config.zone).map_err(|e| format!("rfc2136.zone {:?}: {e}", config.zone))?;
+    signer(config).map(|_| ())
+}
+
 fn prepare(config: &Rfc2136Config, record: &str, value: &str) -> Result<(Name, RecordSet), String> {
     let zone =
         absolute_name(&config.zone).map_err(|e| format!("rfc2136.zone {:?}: {e}", config.zone))?;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, State};
 use base64::Engine;
+use certkeeper_lifecycle::AriWindow;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,
     Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
@@ -28,17 +29,6 @@ pub struct Obtained {
     pub chain_pem: String,
     /// The leaf, DER.
     pub der: Vec<u8>,
-}
-
-/// An issuer's suggested renewal window for a certificate (RFC 9773 §4.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RenewalWindow {
-    /// Start, Unix seconds.
-    pub start: i64,
-    /// End, Unix seconds.
-    pub end: i64,
-    /// Seconds until the issuer wants to be asked again (its `Retry-After`).
-    pub retry_after: i64,
 }
 
 type Tokens = Arc<Mutex<HashMap<String, String>>>;
@@ -226,7 +216,7 @@ impl Upstreams {
         &self,
         name: &str,
         der: &[u8],
-    ) -> Result<Option<RenewalWindow>, String> {
+    ) -> Result<Option<AriWindow>, String> {
         let upstream = self.issuers.get(name).ok_or_else(|| {
             format!("issuer {name:?} is not configured ([[issuer]] in the configuration)")
         })?;
@@ -235,7 +225,7 @@ impl Upstreams {
         let id = instant_acme::CertificateIdentifier::try_from(&certificate)
             .map_err(|e| format!("{name}: renewal information: {e}"))?;
         match account.renewal_info(&id).await {
-            Ok((info, retry_after)) => Ok(Some(RenewalWindow {
+            Ok((info, retry_after)) => Ok(Some(AriWindow {
                 start: info.suggested_window.start.unix_timestamp(),
                 end: info.suggested_window.end.unix_timestamp(),
                 retry_after: i64::try_from(retry_after.as_secs()).unwrap_or(i64::MAX),
@@ -511,15 +501,10 @@ fn describe(error: &instant_acme::Error) -> String {
 /// Where an http-01 answer goes under a webroot; the token must be base64url (RFC 8555 §8.3),
 /// so it cannot leave the directory.
 fn webroot_path(webroot: &Path, token: &str) -> Result<PathBuf, String> {
-    if token.is_empty()
-        || !token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(format!(
-            "the CA sent an http-01 token that is not base64url: {token:?}"
-        ));
+    if token.is_empty() {
+        return Err("the CA sent an empty http-01 token".into());
     }
+    certkeeper_acme::b64url_decode(token, "the CA's http-01 token").map_err(|e| e.to_string())?;
     Ok(webroot
         .join(".well-known")
         .join("acme-challenge")

@@ -26,6 +26,20 @@ fn decode(row: &AnyRow) -> Result<ManagedRecord, StoreError> {
     })
 }
 
+/// A reschedule; a renewal requested (or a declaration changed) while the work was claimed
+/// keeps its time and reason.
+static RESCHEDULE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let requested = crate::REQUESTED_REASONS
+        .map(|r| format!("'{r}'"))
+        .join(", ");
+    format!(
+        "UPDATE managed_certificates SET \
+           next_action_at = CASE WHEN next_action_reason IN ({requested}) THEN next_action_at ELSE $1 END, \
+           next_action_reason = CASE WHEN next_action_reason IN ({requested}) THEN next_action_reason ELSE $2 END, \
+           lease_owner = NULL, lease_until = NULL, updated_at = $3 WHERE name = $4"
+    )
+});
+
 /// Writes the managed-certificate parts of a change.
 pub(crate) async fn apply(
     tx: &mut Transaction<'static, Any>,
@@ -89,22 +103,13 @@ pub(crate) async fn apply(
         .await?;
     }
     for reschedule in &change.managed_reschedules {
-        let result = sqlx::query(
-            // A renewal requested (or a declaration changed) while the work was claimed keeps
-            // its time and reason.
-            "UPDATE managed_certificates SET \
-               next_action_at = CASE WHEN next_action_reason IN ('renewal requested', 'declaration changed', 'declared') \
-                 THEN next_action_at ELSE $1 END, \
-               next_action_reason = CASE WHEN next_action_reason IN ('renewal requested', 'declaration changed', 'declared') \
-                 THEN next_action_reason ELSE $2 END, \
-               lease_owner = NULL, lease_until = NULL, updated_at = $3 WHERE name = $4",
-        )
-        .bind(reschedule.next_action_at)
-        .bind(&reschedule.next_action_reason)
-        .bind(now_s)
-        .bind(&reschedule.name)
-        .execute(&mut **tx)
-        .await?;
+        let result = sqlx::query(&RESCHEDULE_SQL)
+            .bind(reschedule.next_action_at)
+            .bind(&reschedule.next_action_reason)
+            .bind(now_s)
+            .bind(&reschedule.name)
+            .execute(&mut **tx)
+            .await?;
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "managed certificate {:?}",

@@ -527,6 +527,10 @@ pub struct ManagedOutcome {
     pub key_sealed: Option<String>,
 }
 
+/// Next action reasons a person set (a renewal requested, a declaration new or changed): the
+/// reconciler acts at once, and a [`ManagedReschedule`] racing with one keeps it.
+pub const REQUESTED_REASONS: [&str; 3] = ["renewal requested", "declaration changed", "declared"];
+
 /// A new next action time without an attempt (such as after an ARI check that found the
 /// renewal window still ahead); releases the lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
