@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use certkeeper_server::deploy::{DeployError, FileTarget, Material, deploy_files};
-use common::{TestServer, free_port};
+use common::{TestServer, free_port, wait_managed};
 
 fn nginx_binary() -> String {
     ["/usr/sbin/nginx", "/usr/bin/nginx"]
@@ -173,34 +173,6 @@ async fn nginx_target_deploys_and_restores_on_a_failed_reload_or_probe() {
     assert_eq!(served_serial(port), second.serial);
     // Secrets stay out of error messages and debug output.
     assert!(!format!("{error} {third:?}").contains("PRIVATE KEY"));
-}
-
-async fn managed_view(server: &TestServer, name: &str) -> serde_json::Value {
-    let (status, view, text) = server
-        .get(
-            &format!("/api/v1/managed-certificates/{name}"),
-            Some(server.token()),
-        )
-        .await;
-    assert_eq!(status, 200, "{text}");
-    view
-}
-
-async fn wait_managed(
-    server: &TestServer,
-    name: &str,
-    what: &str,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let view = managed_view(server, name).await;
-        if done(&view) {
-            return view;
-        }
-        assert!(std::time::Instant::now() < deadline, "{what}: {view:#}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{TestServer, certkeeper, text};
+use common::{TestServer, certkeeper, text, wait_managed};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -57,37 +57,6 @@ async fn receiver() -> (u16, Arc<Mutex<Vec<String>>>) {
         }
     });
     (port, bodies)
-}
-
-async fn managed(server: &TestServer, name: &str) -> Value {
-    let (status, body, text) = server
-        .get(
-            &format!("/api/v1/managed-certificates/{name}"),
-            Some(server.token()),
-        )
-        .await;
-    assert_eq!(status, 200, "{text}");
-    body
-}
-
-async fn wait_for(
-    server: &TestServer,
-    name: &str,
-    what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let view = managed(server, name).await;
-        if done(&view) {
-            return view;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}: {what} did not happen: {view:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -202,7 +171,7 @@ key_mode = "0640"
     // Apply: the reconciler issues and deploys.
     let applied = cli(&["apply", declarations.to_str().unwrap()]);
     assert!(applied.status.success(), "{}", text(&applied));
-    let web = wait_for(&server, "web", "first issuance", |v| v["state"] == "ready").await;
+    let web = wait_managed(&server, "web", "first issuance", |v| v["state"] == "ready").await;
     let serial = web["current_serial"].as_str().unwrap().to_string();
     assert_eq!(web["targets"][0]["deployed_serial"], serial.as_str());
     let key_mode = std::fs::metadata(out.join("web.key"))
@@ -231,7 +200,7 @@ key_mode = "0640"
     // The next renewal is planned inside the lifetime, with its reason.
     assert_eq!(web["next_action_reason"], "lifetime_fraction");
 
-    let api = wait_for(&server, "api", "webhook deployment", |v| {
+    let api = wait_managed(&server, "api", "webhook deployment", |v| {
         v["state"] == "ready"
     })
     .await;
@@ -245,7 +214,7 @@ key_mode = "0640"
     );
 
     // An issuer that is not configured: failing, with the reason, and retried with backoff.
-    let external = wait_for(&server, "external", "a failed attempt", |v| {
+    let external = wait_managed(&server, "external", "a failed attempt", |v| {
         v["state"] == "failing"
     })
     .await;
@@ -273,7 +242,7 @@ key_mode = "0640"
     let web_key_before = std::fs::read_to_string(out.join("web.key")).unwrap();
     let renewed = cli(&["renew", "web"]);
     assert!(renewed.status.success(), "{}", text(&renewed));
-    let web = wait_for(&server, "web", "the requested renewal", |v| {
+    let web = wait_managed(&server, "web", "the requested renewal", |v| {
         v["current_serial"].as_str() != Some(serial.as_str()) && v["state"] == "ready"
     })
     .await;
@@ -288,7 +257,7 @@ key_mode = "0640"
 
     // A kept key: PKCS#12 and PEM files with the declared owner and modes; a renewal brings a
     // new certificate for the same key.
-    let kept = wait_for(&server, "kept", "first issuance", |v| v["state"] == "ready").await;
+    let kept = wait_managed(&server, "kept", "first issuance", |v| v["state"] == "ready").await;
     let first_serial = kept["current_serial"].as_str().unwrap().to_string();
     let key_before = std::fs::read_to_string(out.join("kept.key")).unwrap();
     for (file, mode) in [
@@ -323,7 +292,7 @@ key_mode = "0640"
     };
     p12_serial(&first_serial);
     assert!(cli(&["renew", "kept"]).status.success());
-    let kept = wait_for(&server, "kept", "the kept-key renewal", |v| {
+    let kept = wait_managed(&server, "kept", "the kept-key renewal", |v| {
         v["current_serial"].as_str() != Some(first_serial.as_str()) && v["state"] == "ready"
     })
     .await;
@@ -603,14 +572,7 @@ async fn ten_thousand_managed_certificates_issued_together_plan_their_renewals_a
     let declarations: Vec<Value> = (0..count)
         .map(|i| serde_json::json!({"name": format!("m{i:05}"), "sans": [format!("m{i}.example.com")]}))
         .collect();
-    let (status, _, body) = server
-        .post(
-            "/api/v1/managed-certificates/apply",
-            Some(server.token()),
-            &serde_json::json!({"certificates": declarations}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    common::apply_managed(&server, serde_json::json!(declarations)).await;
     let deadline = Instant::now() + Duration::from_secs(240);
     let list = loop {
         let (_, list, _) = server

@@ -11,28 +11,11 @@ use std::time::{Duration, Instant};
 
 use common::acme::DnsServer;
 use common::peers::{Bind, start_nginx, start_pebble};
-use common::{TestServer, free_port};
+use common::{TestServer, apply_managed, free_port, managed_view, wait_managed};
 use serde_json::Value;
 
 async fn wait_ready(server: &TestServer, name: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, view, body) = server
-            .get(
-                &format!("/api/v1/managed-certificates/{name}"),
-                Some(server.token()),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        if view["state"] == "ready" {
-            return view;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never became ready: {view:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_managed(server, name, "readiness", |v| v["state"] == "ready").await
 }
 
 fn issuer_of(path: &std::path::Path) -> String {
@@ -121,14 +104,7 @@ http01_listen = "127.0.0.1:{http01_port}"
             "fallback_issuer": "internal", "fallback_after": 2,
             "targets": [{"type": "file", "cert": format!("{o}/fb.crt"), "key": format!("{o}/fb.key")}]}),
     ];
-    let (status, _, body) = server
-        .post(
-            "/api/v1/managed-certificates/apply",
-            Some(server.token()),
-            &serde_json::json!({"certificates": declarations}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    apply_managed(&server, serde_json::json!(declarations)).await;
 
     // http-01 answered by certkeeper's own responder.
     let web = wait_ready(&server, "web").await;
@@ -181,81 +157,64 @@ http01_listen = "127.0.0.1:{http01_port}"
         )
         .await;
     assert_eq!(status, 202, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, view, _) = server
-            .get("/api/v1/managed-certificates/web", Some(server.token()))
-            .await;
-        if view["current_serial"].as_str() != Some(serial) && view["state"] == "ready" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no renewal from Pebble: {view:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_managed(&server, "web", "a renewal from Pebble", |v| {
+        v["current_serial"].as_str() != Some(serial) && v["state"] == "ready"
+    })
+    .await;
+}
+
+/// Another certkeeper as the upstream ACME CA (`acme_extra` in its `[acme]`), and a server
+/// whose `[[issuer]] upstream` points at it over http-01 (`lifecycle_extra` in its
+/// `[lifecycle]`). Names resolve through `dns` to 127.0.0.1.
+fn upstream_and_server(
+    dir: &std::path::Path,
+    dns: &DnsServer,
+    acme_extra: &str,
+    lifecycle_extra: &str,
+) -> (TestServer, TestServer) {
+    let http01_port = free_port();
+    let upstream_dir = dir.join("upstream");
+    std::fs::create_dir_all(&upstream_dir).unwrap();
+    let upstream_config =
+        common::acme::acme_config(&upstream_dir, dns, http01_port, free_port(), acme_extra);
+    let upstream = TestServer::start(
+        &upstream_dir.join("data"),
+        &["--config", upstream_config.to_str().unwrap()],
+    );
+    let config = dir.join("certkeeper.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[lifecycle]\ntick_ms = 200\n{lifecycle_extra}\n[[issuer]]\nname = \"upstream\"\ndirectory = \"{}\"\nca_file = \"{}\"\nchallenge = \"http-01\"\nhttp01_listen = \"127.0.0.1:{http01_port}\"\n",
+            upstream.url("/acme/default/directory"),
+            upstream_dir.join("data/ca/root.crt").display()
+        ),
+    )
+    .unwrap();
+    let server = TestServer::start(&dir.join("data"), &["--config", config.to_str().unwrap()]);
+    (upstream, server)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_issuer_answering_rate_limited_is_not_asked_again_before_retry_after() {
     let dir = tempfile::tempdir().unwrap();
     let dns = DnsServer::start();
-    let http01_port = free_port();
     // The upstream CA: another certkeeper whose ACME server allows one order per account and hour.
-    let upstream_config = common::acme::acme_config(
+    let (_upstream, server) = upstream_and_server(
         dir.path(),
         &dns,
-        http01_port,
-        free_port(),
         "[acme.rate_limits]\norders_per_account = 1\nwindow = \"1h\"\n",
+        "backoff_base = \"1s\"\nbackoff_cap = \"2s\"\n",
     );
-    let upstream_dir = dir.path().join("upstream");
-    std::fs::create_dir_all(&upstream_dir).unwrap();
-    let upstream_toml = upstream_dir.join("certkeeper.toml");
-    std::fs::rename(&upstream_config, &upstream_toml).unwrap();
-    let upstream = TestServer::start(
-        &upstream_dir.join("data"),
-        &["--config", upstream_toml.to_str().unwrap()],
-    );
-    let config = dir.path().join("certkeeper.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[lifecycle]\ntick_ms = 200\nbackoff_base = \"1s\"\nbackoff_cap = \"2s\"\n\n[[issuer]]\nname = \"upstream\"\ndirectory = \"{}\"\nca_file = \"{}\"\nchallenge = \"http-01\"\nhttp01_listen = \"127.0.0.1:{http01_port}\"\n",
-            upstream.url("/acme/default/directory"),
-            upstream_dir.join("data/ca/root.crt").display()
-        ),
+    apply_managed(
+        &server,
+        serde_json::json!([
+            {"name": "one", "sans": ["one.example.com"], "issuer": "upstream"},
+            {"name": "two", "sans": ["two.example.com"], "issuer": "upstream"},
+        ]),
     )
-    .unwrap();
-    let server = TestServer::start(
-        &dir.path().join("data"),
-        &["--config", config.to_str().unwrap()],
-    );
-    let declarations = serde_json::json!({"certificates": [
-        {"name": "one", "sans": ["one.example.com"], "issuer": "upstream"},
-        {"name": "two", "sans": ["two.example.com"], "issuer": "upstream"},
-    ]});
-    let (status, _, body) = server
-        .post(
-            "/api/v1/managed-certificates/apply",
-            Some(server.token()),
-            &declarations,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let view = |name: &'static str| {
-        let server = &server;
-        async move {
-            let (_, view, _) = server
-                .get(
-                    &format!("/api/v1/managed-certificates/{name}"),
-                    Some(server.token()),
-                )
-                .await;
-            view
-        }
-    };
+    .await;
+    let view = |name: &'static str| managed_view(&server, name);
     let deadline = Instant::now() + Duration::from_secs(30);
     let (ready, limited) = loop {
         let (one, two) = (view("one").await, view("two").await);
@@ -296,28 +255,6 @@ async fn an_issuer_answering_rate_limited_is_not_asked_again_before_retry_after(
         1,
         "asked again: {again:#}"
     );
-}
-
-async fn managed(server: &TestServer, name: &str) -> Value {
-    let (status, view, body) = server
-        .get(
-            &format!("/api/v1/managed-certificates/{name}"),
-            Some(server.token()),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    view
-}
-
-async fn apply(server: &TestServer, certificates: Value) {
-    let (status, _, body) = server
-        .post(
-            "/api/v1/managed-certificates/apply",
-            Some(server.token()),
-            &serde_json::json!({ "certificates": certificates }),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -391,7 +328,7 @@ async fn pebble_over_rfc2136_updates_to_bind_and_an_http01_webroot_served_by_ngi
     .await;
     let out = dir.path().join("out");
     let o = out.display();
-    apply(
+    apply_managed(
         &server,
         serde_json::json!([
             {"name": "dyn", "sans": ["*.dyn.example.test", "dyn.example.test"], "issuer": "pebble-rfc2136",
@@ -419,15 +356,10 @@ async fn pebble_over_rfc2136_updates_to_bind_and_an_http01_webroot_served_by_ngi
         .collect();
     assert!(left.is_empty(), "{left:?}");
     // A key BIND does not know: the update is refused, and the attempt says so.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let refused = loop {
-        let view = managed(&server, "refused").await;
-        if view["state"] == "failing" {
-            break view;
-        }
-        assert!(Instant::now() < deadline, "{view:#}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let refused = wait_managed(&server, "refused", "a failed attempt", |v| {
+        v["state"] == "failing"
+    })
+    .await;
     let error = refused["attempts"][0]["error"].as_str().unwrap();
     assert!(error.contains("refused the update"), "{error}");
 }
@@ -522,7 +454,7 @@ async fn short_lived_certificates_from_pebble_renew_again_and_again_and_nginx_ne
         "{} -p {w} -c {w}/nginx.conf -s reload",
         common::peers::nginx_binary()
     );
-    apply(
+    apply_managed(
         &server,
         serde_json::json!([{"name": "short", "sans": ["short.example.com"], "issuer": "pebble",
             "targets": [{"type": "nginx", "fullchain": format!("{w}/fullchain.pem"),
@@ -557,7 +489,7 @@ async fn short_lived_certificates_from_pebble_renew_again_and_again_and_nginx_ne
         checks += 1;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let view = managed(&server, "short").await;
+    let view = managed_view(&server, "short").await;
     let attempts = view["attempts"].as_array().unwrap();
     println!(
         "{checks} checks, {} serials served, least remaining validity seen {tightest} s, {} attempts",
@@ -582,35 +514,13 @@ async fn an_ari_window_from_the_issuer_is_followed_and_a_revocation_brings_the_r
     // ACME server offers ARI and asks to be asked again after 1 s.
     let dir = tempfile::tempdir().unwrap();
     let dns = DnsServer::start();
-    let http01_port = free_port();
-    let upstream_dir = dir.path().join("upstream");
-    std::fs::create_dir_all(&upstream_dir).unwrap();
-    let upstream_config = common::acme::acme_config(
-        &upstream_dir,
+    let (upstream, server) = upstream_and_server(
+        dir.path(),
         &dns,
-        http01_port,
-        free_port(),
         "ari_retry_after = \"1s\"\n",
+        "ari_poll_min = \"1s\"\n",
     );
-    let upstream = TestServer::start(
-        &upstream_dir.join("data"),
-        &["--config", upstream_config.to_str().unwrap()],
-    );
-    let config = dir.path().join("certkeeper.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[lifecycle]\ntick_ms = 200\nari_poll_min = \"1s\"\n\n[[issuer]]\nname = \"upstream\"\ndirectory = \"{}\"\nca_file = \"{}\"\nchallenge = \"http-01\"\nhttp01_listen = \"127.0.0.1:{http01_port}\"\n",
-            upstream.url("/acme/default/directory"),
-            upstream_dir.join("data/ca/root.crt").display()
-        ),
-    )
-    .unwrap();
-    let server = TestServer::start(
-        &dir.path().join("data"),
-        &["--config", config.to_str().unwrap()],
-    );
-    apply(
+    apply_managed(
         &server,
         serde_json::json!([{"name": "ari", "sans": ["ari.example.com"], "issuer": "upstream",
             "renewal": {"kind": "ari"}}]),
@@ -622,7 +532,7 @@ async fn an_ari_window_from_the_issuer_is_followed_and_a_revocation_brings_the_r
     // when the CA's Retry-After runs out, and does not renew.
     assert_eq!(first["next_action_reason"], "ari_check", "{first:#}");
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let view = managed(&server, "ari").await;
+    let view = managed_view(&server, "ari").await;
     assert_eq!(view["current_serial"], serial.as_str());
     assert_eq!(view["attempts"].as_array().unwrap().len(), 1, "{view:#}");
     let next = time::OffsetDateTime::parse(
@@ -645,18 +555,10 @@ async fn an_ari_window_from_the_issuer_is_followed_and_a_revocation_brings_the_r
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let renewed = loop {
-        let view = managed(&server, "ari").await;
-        if view["current_serial"].as_str() != Some(serial.as_str()) && view["state"] == "ready" {
-            break view;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no renewal after revocation: {view:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let renewed = wait_managed(&server, "ari", "a renewal after revocation", |v| {
+        v["current_serial"].as_str() != Some(serial.as_str()) && v["state"] == "ready"
+    })
+    .await;
     assert_eq!(renewed["attempts"].as_array().unwrap().len(), 2);
     let (_, old, _) = upstream
         .get(

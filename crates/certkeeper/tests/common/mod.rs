@@ -348,3 +348,50 @@ pub fn fresh_postgres_database(tag: &str) -> String {
     let base = admin.rsplit_once('/').unwrap().0;
     format!("{base}/{name}")
 }
+
+/// A managed certificate's status with its latest attempts (`GET
+/// /api/v1/managed-certificates/{name}`).
+pub async fn managed_view(server: &TestServer, name: &str) -> serde_json::Value {
+    let (status, view, text) = server
+        .get(
+            &format!("/api/v1/managed-certificates/{name}"),
+            Some(server.token()),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    view
+}
+
+/// Polls a managed certificate until `done` holds (60 s at most); `what` names the wait in the
+/// failure.
+pub async fn wait_managed(
+    server: &TestServer,
+    name: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let view = managed_view(server, name).await;
+        if done(&view) {
+            return view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: {what} did not happen: {view:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Applies managed-certificate declarations through the API.
+pub async fn apply_managed(server: &TestServer, certificates: serde_json::Value) {
+    let (status, _, body) = server
+        .post(
+            "/api/v1/managed-certificates/apply",
+            Some(server.token()),
+            &serde_json::json!({ "certificates": certificates }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
