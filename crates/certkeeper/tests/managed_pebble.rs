@@ -80,13 +80,9 @@ http01_listen = "127.0.0.1:{http01_port}"
         ),
     )
     .unwrap();
-    let server = TestServer::start(
-        &dir.path().join("data"),
-        &["--config", config.to_str().unwrap()],
-    );
-    let _pebble = start_pebble(
+    let (server, _pebble) = server_and_pebble(
         dir.path(),
-        &server,
+        &config,
         dns.dns_port,
         pebble_port,
         http01_port,
@@ -161,6 +157,21 @@ http01_listen = "127.0.0.1:{http01_port}"
         v["current_serial"].as_str() != Some(serial) && v["state"] == "ready"
     })
     .await;
+}
+
+/// A certkeeper server with the configuration file `config`, then Pebble on `pebble_port`
+/// (resolving through the DNS server on `dns_port`, validating http-01 on `http01_port`).
+async fn server_and_pebble(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    dns_port: u16,
+    pebble_port: u16,
+    http01_port: u16,
+    validity: Option<u64>,
+) -> (TestServer, common::peers::Running) {
+    let server = TestServer::start(&dir.join("data"), &["--config", config.to_str().unwrap()]);
+    let pebble = start_pebble(dir, &server, dns_port, pebble_port, http01_port, validity).await;
+    (server, pebble)
 }
 
 /// Another certkeeper as the upstream ACME CA (`acme_extra` in its `[acme]`), and a server
@@ -313,13 +324,9 @@ async fn pebble_over_rfc2136_updates_to_bind_and_an_http01_webroot_served_by_ngi
         ),
     )
     .unwrap();
-    let server = TestServer::start(
-        &dir.path().join("data"),
-        &["--config", config.to_str().unwrap()],
-    );
-    let _pebble = start_pebble(
+    let (server, _pebble) = server_and_pebble(
         dir.path(),
-        &server,
+        &config,
         bind.port,
         pebble_port,
         http01_port,
@@ -408,13 +415,9 @@ async fn short_lived_certificates_from_pebble_renew_again_and_again_and_nginx_ne
         ),
     )
     .unwrap();
-    let server = TestServer::start(
-        &dir.path().join("data"),
-        &["--config", config.to_str().unwrap()],
-    );
-    let _pebble = start_pebble(
+    let (server, _pebble) = server_and_pebble(
         dir.path(),
-        &server,
+        &config,
         dns.dns_port,
         pebble_port,
         http01_port,
@@ -424,24 +427,13 @@ async fn short_lived_certificates_from_pebble_renew_again_and_again_and_nginx_ne
     // nginx starts with a placeholder certificate from certkeeper's own CA.
     let work = dir.path().join("nginx");
     std::fs::create_dir_all(&work).unwrap();
-    let (status, body, text) = server
-        .post(
-            "/api/v1/certificates",
-            Some(server.token()),
-            &serde_json::json!({"profile": "tls-server", "sans": ["short.example.com"]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{text}");
-    std::fs::write(
-        work.join("fullchain.pem"),
-        body["full_chain_pem"].as_str().unwrap(),
+    common::issue_to_files(
+        &server,
+        serde_json::json!({"profile": "tls-server", "sans": ["short.example.com"]}),
+        &work.join("fullchain.pem"),
+        &work.join("key.pem"),
     )
-    .unwrap();
-    std::fs::write(
-        work.join("key.pem"),
-        body["private_key_pem"].as_str().unwrap(),
-    )
-    .unwrap();
+    .await;
     let w = work.display();
     let _nginx = start_nginx(
         &work,

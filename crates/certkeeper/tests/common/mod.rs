@@ -395,3 +395,19 @@ pub async fn apply_managed(server: &TestServer, certificates: serde_json::Value)
         .await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// Issues a certificate with a server-made key (`request`, as `POST /api/v1/certificates`
+/// takes it) and writes its full chain and key to these files, for a TLS server to use.
+pub async fn issue_to_files(
+    server: &TestServer,
+    request: serde_json::Value,
+    full_chain: &Path,
+    key: &Path,
+) {
+    let (status, body, text) = server
+        .post("/api/v1/certificates", Some(server.token()), &request)
+        .await;
+    assert_eq!(status, 201, "{text}");
+    std::fs::write(full_chain, body["full_chain_pem"].as_str().unwrap()).unwrap();
+    std::fs::write(key, body["private_key_pem"].as_str().unwrap()).unwrap();
+}

@@ -48,18 +48,15 @@ pub async fn start_pebble(
     http01_port: u16,
     validity: Option<u64>,
 ) -> Running {
-    let (status, body, text) = server
-        .post(
-            "/api/v1/certificates",
-            Some(server.token()),
-            &serde_json::json!({"profile": "mtls", "sans": ["localhost", "127.0.0.1"]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{text}");
     let cert = dir.join("pebble.crt");
     let key = dir.join("pebble.key");
-    std::fs::write(&cert, body["full_chain_pem"].as_str().unwrap()).unwrap();
-    std::fs::write(&key, body["private_key_pem"].as_str().unwrap()).unwrap();
+    super::issue_to_files(
+        server,
+        serde_json::json!({"profile": "mtls", "sans": ["localhost", "127.0.0.1"]}),
+        &cert,
+        &key,
+    )
+    .await;
     let config = dir.join("pebble.json");
     let mut settings = serde_json::json!({
         "listenAddress": format!("127.0.0.1:{port}"),
