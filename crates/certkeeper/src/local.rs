@@ -25,6 +25,9 @@ pub struct ServeArgs {
     /// Plain-HTTP listener for CA certificates, CRLs and OCSP [default: 127.0.0.1:8080].
     #[arg(long, env = "CERTKEEPER_HTTP_LISTEN")]
     http_listen: Option<std::net::SocketAddr>,
+    /// Agent listener (mutual TLS) [default: 127.0.0.1:8444].
+    #[arg(long, env = "CERTKEEPER_AGENTS_LISTEN")]
+    agents_listen: Option<std::net::SocketAddr>,
     /// Base URL written into certificates (AIA, CRL distribution point) [default: http://<http-listen>].
     #[arg(long, env = "CERTKEEPER_PUBLIC_BASE_URL")]
     public_base_url: Option<String>,
@@ -86,6 +89,9 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     if let Some(listen) = args.http_listen {
         checked.config.server.http_listen = listen;
     }
+    if let Some(listen) = args.agents_listen {
+        checked.config.agents.listen = listen;
+    }
     if let Some(url) = args.public_base_url {
         checked.config.server.public_base_url = Some(url);
     }
@@ -103,6 +109,9 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         "  Relying parties:   http://{}  (CA certificates: /ca/root.crt, /ca/chain.pem)",
         started.http
     );
+    if let Some(agents) = started.agents {
+        println!("  Agents (mTLS):     https://{agents}");
+    }
     println!("  Public base URL:   {}", started.base_url);
     println!("  Root certificate:  {}", started.root_path.display());
     println!(

@@ -1,8 +1,10 @@
 //! `certkeeper`: the server and the command line that talks to it.
 #![forbid(unsafe_code)]
 
+mod agent;
 mod client;
 mod error;
+mod fleet;
 mod local;
 mod output;
 mod remote;
@@ -108,6 +110,14 @@ enum Command {
     Status(remote::StatusArgs),
     /// Renew a managed certificate now.
     Renew(remote::RenewArgs),
+    /// Host agents: run one, bootstrap tokens, list, revoke.
+    #[command(subcommand)]
+    Agent(fleet::AgentCommand),
+    /// Rollouts of new certificates to agents: status, pause, resume, abort.
+    #[command(subcommand)]
+    Rollout(fleet::RolloutCommand),
+    /// Key compromise: revoke, new key, new certificate, urgent rollout to every agent.
+    Compromise(fleet::CompromiseArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,5 +181,8 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Apply(args) => remote::apply(args).await,
         Command::Status(args) => remote::status(args).await,
         Command::Renew(args) => remote::renew(args).await,
+        Command::Agent(command) => fleet::agent(command).await,
+        Command::Rollout(command) => fleet::rollout(command).await,
+        Command::Compromise(args) => fleet::compromise(args).await,
     }
 }

@@ -16,6 +16,7 @@ async fn serve_with_no_configuration_uses_the_documented_defaults() {
         .env_remove("CERTKEEPER_DATABASE_URL")
         .env_remove("CERTKEEPER_LISTEN")
         .env_remove("CERTKEEPER_HTTP_LISTEN")
+        .env_remove("CERTKEEPER_AGENTS_LISTEN")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -33,6 +34,10 @@ async fn serve_with_no_configuration_uses_the_documented_defaults() {
     let data = dir.path().join("certkeeper-data");
     assert!(banner.contains("https://127.0.0.1:8443/api/v1"), "{banner}");
     assert!(banner.contains("http://127.0.0.1:8080"), "{banner}");
+    assert!(
+        banner.contains("Agents (mTLS):     https://127.0.0.1:8444"),
+        "{banner}"
+    );
     assert!(banner.contains("./certkeeper-data/ca/root.crt"), "{banner}");
     let token = banner
         .lines()

@@ -14,6 +14,9 @@ pub enum LifecycleError {
     /// Two declarations share a name.
     #[error("managed certificate {0:?} is declared twice; names must be unique")]
     DuplicateName(String),
+    /// A rollout setting that cannot work.
+    #[error("rollout: {0}")]
+    InvalidRollout(String),
     /// A file mode that is not octal permission bits.
     #[error("{0}")]
     InvalidMode(String),

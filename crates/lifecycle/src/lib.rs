@@ -9,6 +9,7 @@
 mod backoff;
 mod error;
 mod plan;
+mod rollout;
 mod spec;
 
 pub use backoff::{Backoff, IssuerChoice, choose_issuer};
@@ -16,5 +17,8 @@ pub use error::LifecycleError;
 pub use plan::{
     ARI_POLL_MAX, ARI_RETRY_AFTER_ERROR, AriAnswer, AriWindow, RenewalPolicy, RenewalReason,
     jitter_fraction, next_action, renewal_time,
+};
+pub use rollout::{
+    AgentProgress, Amount, RolloutPolicy, RolloutState, RolloutStep, desired_serial, next_step,
 };
 pub use spec::{KeyPolicy, ManagedSpec, SpecChange, TargetSpec, diff_specs, parse_mode};

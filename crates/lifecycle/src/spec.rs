@@ -40,6 +40,9 @@ pub struct ManagedSpec {
     /// Where the certificate is deployed.
     #[serde(default)]
     pub targets: Vec<TargetSpec>,
+    /// How new certificates roll out to the agents bound to it (canary, waves).
+    #[serde(default)]
+    pub rollout: crate::RolloutPolicy,
     /// Who to ask about it (team, person, service).
     #[serde(default)]
     pub owner: Option<String>,
@@ -170,6 +173,9 @@ impl ManagedSpec {
         if self.sans.is_empty() {
             return Err(invalid("sans must list at least one name".into()));
         }
+        self.rollout
+            .validate()
+            .map_err(|e| invalid(e.to_string()))?;
         if self.fallback_issuer.as_deref() == Some(self.issuer.as_str()) {
             return Err(invalid("fallback_issuer must differ from issuer".into()));
         }
@@ -342,7 +348,7 @@ fn changed_fields(old: &ManagedSpec, new: &ManagedSpec) -> Vec<String> {
 }
 
 /// Each top-level field with a comparable rendering of its value.
-fn field_values(spec: &ManagedSpec) -> [(&'static str, String); 11] {
+fn field_values(spec: &ManagedSpec) -> [(&'static str, String); 12] {
     [
         ("tenant", format!("{:?}", spec.tenant)),
         ("sans", format!("{:?}", spec.sans)),
@@ -353,6 +359,7 @@ fn field_values(spec: &ManagedSpec) -> [(&'static str, String); 11] {
         ("key", format!("{:?}", spec.key)),
         ("renewal", format!("{:?}", spec.renewal)),
         ("targets", format!("{:?}", spec.targets)),
+        ("rollout", format!("{:?}", spec.rollout)),
         ("owner", format!("{:?}", spec.owner)),
         ("labels", format!("{:?}", spec.labels)),
     ]

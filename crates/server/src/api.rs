@@ -98,6 +98,7 @@ pub fn router(state: SharedState) -> Router {
         }),
     )
     .merge(public_routes())
+    .merge(crate::fleet_api::routes().layer(DefaultBodyLimit::max(state.max_body_bytes)))
     .merge(crate::acme::router().layer(DefaultBodyLimit::max(state.max_body_bytes)))
     .fallback(not_found)
     .with_state(state)
@@ -312,7 +313,7 @@ fn claimed_actor(headers: &HeaderMap) -> String {
 }
 
 /// Authenticates and checks the role; failures are audited.
-async fn authorize(
+pub(crate) async fn authorize(
     state: &SharedState,
     headers: &HeaderMap,
     permission: Permission,

@@ -46,6 +46,50 @@ pub struct Config {
     /// External ACME issuers managed certificates can name (`issuer = "<name>"`).
     #[serde(default, rename = "issuer")]
     pub issuers: Vec<IssuerConfig>,
+    /// Host agents: their mTLS listener, identities and rollouts.
+    #[serde(default)]
+    pub agents: AgentsSection,
+}
+
+/// `[agents]`: the listener host agents enroll and sync on (mutual TLS), their identities.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsSection {
+    /// Run the agent listener (default true).
+    pub enabled: bool,
+    /// HTTPS listener for agents, client certificates required after enrollment
+    /// (default 127.0.0.1:8444).
+    pub listen: SocketAddr,
+    /// Lifetime of an agent's identity certificate, such as "24h"; agents renew at two thirds.
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub identity_lifetime: u64,
+    /// Longest lifetime of a bootstrap token, such as "24h".
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub bootstrap_token_max_ttl: u64,
+    /// How long a sync request waits for news before answering, such as "25s".
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub sync_wait: u64,
+}
+
+impl Default for AgentsSection {
+    fn default() -> Self {
+        AgentsSection {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
+            identity_lifetime: 24 * 3600,
+            bootstrap_token_max_ttl: 24 * 3600,
+            sync_wait: 25,
+        }
+    }
 }
 
 /// `[[issuer]]`: an external ACME CA (Let's Encrypt, ZeroSSL, another certkeeper, ...).

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acme;
+pub mod agents;
 pub mod api;
 pub mod audit_key;
 pub mod auth;
@@ -12,6 +13,7 @@ pub mod crl;
 pub mod deploy;
 mod error;
 pub mod files;
+pub mod fleet_api;
 pub mod inventory;
 pub mod issuance;
 pub mod lifecycle;
@@ -96,6 +98,8 @@ pub struct AppState {
     pub issuer_slots: Arc<crate::lifecycle::IssuerSlots>,
     /// Seals the private keys kept across renewals (`key.rotate = false`).
     pub sealer: Arc<crate::sealing::KeySealer>,
+    /// Host agents: long-poll wake-ups and the `[agents]` settings.
+    pub fleet: Arc<crate::agents::FleetHub>,
 }
 
 impl AppState {

@@ -20,8 +20,8 @@ use certkeeper_lifecycle::{
 };
 use certkeeper_pki::{Signer, SoftwareKey};
 use certkeeper_store::{
-    AuditEvent, CertificateSource, Change, ManagedOutcome, ManagedRecord, ManagedReschedule,
-    Outcome, RenewalAttempt,
+    AgentPayload, AuditEvent, CertificateSource, Change, FleetWrite, ManagedOutcome, ManagedRecord,
+    ManagedReschedule, NewRollout, Outcome, RenewalAttempt,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -200,8 +200,33 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
             AriCheck::RenewNow { current_der } => replaces = current_der,
         }
     }
+    // The agents bound to it get the new certificate through a rollout.
+    let bound_agents: Vec<String> = match state.store.bindings_of(&record.name).await {
+        Ok(bindings) => bindings.into_iter().map(|b| b.agent_id).collect(),
+        Err(error) => {
+            tracing::warn!(%error, name = %record.name, "could not read the agents bound to a managed certificate");
+            reschedule(
+                state,
+                &record.name,
+                unix_now() + 1,
+                &record.next_action_reason,
+            )
+            .await;
+            return;
+        }
+    };
+    let urgent = record.next_action_reason == certkeeper_store::COMPROMISE_REASON;
     let result = match &spec {
-        Ok(spec) => renew(state, &record, spec, replaces.as_deref()).await,
+        Ok(spec) => {
+            renew(
+                state,
+                &record,
+                spec,
+                replaces.as_deref(),
+                !bound_agents.is_empty(),
+            )
+            .await
+        }
         Err(error) => Err(Failed {
             error: error.clone(),
             issuer: "unknown".into(),
@@ -217,8 +242,32 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
         return;
     }
     let jitter = jitter_fraction(&record.name);
+    let mut fleet = Vec::new();
     let (outcome, audit) = match result {
         Ok((issued, targets)) => {
+            if let (Some(payload), Ok(spec)) = (issued.payload.clone(), &spec) {
+                let previous_serial = state.store.fleet_serial(&record.name).await.ok().flatten();
+                let waves = spec.rollout.waves(bound_agents.len(), urgent);
+                let created_at = crate::agents::now_ms();
+                fleet.push(FleetWrite::Payload(payload));
+                fleet.push(FleetWrite::CreateRollout(NewRollout {
+                    managed_name: record.name.clone(),
+                    serial: issued.serial.clone(),
+                    previous_serial,
+                    urgent,
+                    agents: bound_agents
+                        .iter()
+                        .cloned()
+                        .zip(waves.into_iter().map(i64::from))
+                        .collect(),
+                    requested_at: if urgent {
+                        record.updated_at * 1000
+                    } else {
+                        created_at
+                    },
+                    created_at,
+                }));
+            }
             let policy = spec.as_ref().map(|s| s.renewal).unwrap_or_default();
             let (next, reason) =
                 next_after_success(state, &issued, policy, jitter, now, &record.name).await;
@@ -301,6 +350,7 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
         .store
         .apply(Change {
             managed_outcomes: vec![outcome],
+            fleet,
             audit: vec![audit],
             ..Change::default()
         })
@@ -308,6 +358,8 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
     {
         // The lease runs out and the attempt is made again.
         tracing::warn!(%error, name = %record.name, "could not record a renewal attempt");
+    } else {
+        state.fleet.bump();
     }
 }
 
@@ -463,6 +515,8 @@ struct Renewed {
     issuer: String,
     /// Its key, sealed, when the declaration keeps the key across renewals.
     key_sealed: Option<String>,
+    /// What bound agents receive (certificate, chain, sealed key), when there are any.
+    payload: Option<AgentPayload>,
 }
 
 /// Why an attempt failed, with what it had obtained so far.
@@ -515,6 +569,7 @@ async fn renew(
     record: &ManagedRecord,
     spec: &ManagedSpec,
     replaces: Option<&[u8]>,
+    for_agents: bool,
 ) -> Result<(Renewed, Vec<TargetState>), Failed> {
     let failures = u32::try_from(record.consecutive_failures).unwrap_or(u32::MAX);
     let issuer = match choose_issuer(
@@ -608,6 +663,7 @@ async fn renew(
                 der,
                 issuer: issuer.clone(),
                 key_sealed,
+                payload: None,
             },
             Material {
                 serial: issued.serial.clone(),
@@ -663,6 +719,7 @@ async fn renew(
                 der: obtained.der.clone(),
                 issuer: issuer.clone(),
                 key_sealed,
+                payload: None,
             },
             Material {
                 serial: summary.serial,
@@ -672,6 +729,20 @@ async fn renew(
             },
         )
     };
+    let mut renewed = renewed;
+    if for_agents {
+        let aad = crate::agents::payload_aad(&record.name, &material.serial);
+        renewed.payload = Some(AgentPayload {
+            managed_name: record.name.clone(),
+            serial: material.serial.clone(),
+            certificate_pem: material.certificate_pem.clone(),
+            chain_pem: material.chain_pem.clone(),
+            key_sealed: state
+                .sealer
+                .seal(&aad, material.key_pem.as_bytes())
+                .map_err(refuse)?,
+        });
+    }
     let mut targets = Vec::new();
     for target in &spec.targets {
         targets.push(deploy(target, &record.name, &material).await);
@@ -710,7 +781,8 @@ fn parse_time(text: &str) -> i64 {
         .unwrap_or(0)
 }
 
-async fn deploy(target: &TargetSpec, name: &str, material: &Material) -> TargetState {
+/// Deploys to one target (files, nginx or a webhook) and says how it went.
+pub async fn deploy(target: &TargetSpec, name: &str, material: &Material) -> TargetState {
     let path = |p: &Option<String>| p.as_ref().map(PathBuf::from);
     let (kind, file_target) = match target {
         TargetSpec::File {

@@ -28,6 +28,8 @@ pub struct Started {
     pub https: SocketAddr,
     /// Plain-HTTP address (CA certificates, later CRL and OCSP).
     pub http: SocketAddr,
+    /// Agent listener (mutual TLS), unless disabled.
+    pub agents: Option<SocketAddr>,
     /// Where the root certificate is.
     pub root_path: PathBuf,
     /// SHA-256 fingerprint of the root certificate.
@@ -131,6 +133,7 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
         sealer: Arc::new(crate::sealing::KeySealer::load_or_create(
             &crate::sealing::KeySealer::default_path(&data_dir),
         )?),
+        fleet: Arc::new(crate::agents::FleetHub::new(config.agents.clone())),
     });
     state.crls.rebuild(&state).await?;
     let crl_task = crate::crl::spawn(state.clone());
@@ -189,6 +192,22 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
         .local_addr()
         .map_err(|e| ServerError::Listen(e.to_string()))?;
 
+    // The agent listener and driver stop with the background tasks (long polls never finish
+    // on their own).
+    let agents = if config.agents.enabled {
+        let (address, task) = crate::agents::listen(
+            state.clone(),
+            config.agents.listen,
+            &tls.chain_pem,
+            &tls.key_pem,
+        )
+        .await?;
+        background.push(task);
+        background.push(crate::agents::spawn_driver(state.clone()));
+        Some(address)
+    } else {
+        None
+    };
     let rustls_config =
         RustlsConfig::from_pem(tls.chain_pem.into_bytes(), tls.key_pem.into_bytes())
             .await
@@ -221,6 +240,7 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
     Ok(Started {
         https,
         http,
+        agents,
         root_path: paths.root_cert,
         root_fingerprint,
         admin_token,

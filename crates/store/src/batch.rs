@@ -288,4 +288,5 @@ pub(crate) fn is_simple(change: &Change) -> bool {
         && change.managed_outcomes.is_empty()
         && change.managed_renew_now.is_empty()
         && change.managed_reschedules.is_empty()
+        && change.fleet.is_empty()
 }

@@ -12,6 +12,7 @@ mod acme;
 mod audit;
 mod batch;
 mod error;
+mod fleet;
 mod inventory;
 mod managed;
 mod model;
@@ -27,6 +28,7 @@ use tokio::sync::mpsc;
 
 pub use audit::{AuditProblem, AuditReport, entry_hash};
 pub use error::StoreError;
+pub use fleet::*;
 pub use model::*;
 
 /// Which database engine backs the store.

@@ -289,6 +289,8 @@ pub struct Change {
     pub managed_renew_now: Vec<String>,
     /// New next action times without an attempt (each releases its lease).
     pub managed_reschedules: Vec<ManagedReschedule>,
+    /// Host agents and rollouts.
+    pub fleet: Vec<crate::FleetWrite>,
     /// Audit entries describing the change (or a denial, alone).
     pub audit: Vec<AuditEvent>,
 }
@@ -529,7 +531,12 @@ pub struct ManagedOutcome {
 
 /// Next action reasons a person set (a renewal requested, a declaration new or changed): the
 /// reconciler acts at once, and a [`ManagedReschedule`] racing with one keeps it.
-pub const REQUESTED_REASONS: [&str; 3] = ["renewal requested", "declaration changed", "declared"];
+pub const REQUESTED_REASONS: [&str; 4] = [
+    "renewal requested",
+    "declaration changed",
+    "declared",
+    crate::COMPROMISE_REASON,
+];
 
 /// A new next action time without an attempt (such as after an ARI check that found the
 /// renewal window still ahead); releases the lease.

@@ -290,6 +290,7 @@ async fn apply_change(
         .await?;
     }
     crate::managed::apply(tx, change, now_s).await?;
+    crate::fleet::apply(tx, change, now_s).await?;
     crate::acme::insert_new(tx, backend, &[change]).await?;
     crate::acme::apply_updates(
         tx,

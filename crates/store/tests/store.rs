@@ -1119,3 +1119,140 @@ both_backends!(
         store.close().await;
     }
 );
+
+both_backends!(
+    bootstrap_tokens_enroll_once_and_rollouts_supersede,
+    |db: TestDb| async move {
+        let store = Store::open(&db.url, key()).await.unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let token = BootstrapToken {
+            id: "b1".into(),
+            secret_sha256: "00".repeat(32),
+            tenant: "default".into(),
+            created_by: "admin".into(),
+            created_at: now,
+            expires_at: now + 600,
+            used_at: None,
+            used_by: None,
+        };
+        store
+            .apply(Change {
+                fleet: vec![FleetWrite::BootstrapToken(token)],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        let agent = |id: &str, name: &str| AgentRecord {
+            id: id.into(),
+            name: name.into(),
+            tenant: "default".into(),
+            status: "active".into(),
+            identity_serial: format!("{id}-serial"),
+            previous_identity_serial: None,
+            identity_not_after: now + 86_400,
+            enrolled_at: now,
+            revoked_at: None,
+        };
+        let enroll = |id: &str, name: &str| Change {
+            fleet: vec![FleetWrite::Enroll {
+                token_id: "b1".into(),
+                agent: agent(id, name),
+            }],
+            ..Change::default()
+        };
+        store.apply(enroll("a1", "web-1")).await.unwrap();
+        // The token enrolls once: a second use fails and writes no agent.
+        let again = store.apply(enroll("a2", "web-2")).await;
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+        assert!(store.agent("a2").await.unwrap().is_none());
+        let used = store.bootstrap_token("b1").await.unwrap().unwrap();
+        assert_eq!(used.used_by.as_deref(), Some("a1"));
+
+        // Identity renewal keeps the previous serial; revocation is final.
+        store
+            .apply(Change {
+                fleet: vec![FleetWrite::RenewIdentity {
+                    agent_id: "a1".into(),
+                    serial: "a1-serial-2".into(),
+                    not_after: now + 2 * 86_400,
+                }],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        let renewed = store.agent("a1").await.unwrap().unwrap();
+        assert_eq!(renewed.identity_serial, "a1-serial-2");
+        assert_eq!(
+            renewed.previous_identity_serial.as_deref(),
+            Some("a1-serial")
+        );
+
+        // A binding, a rollout, and a newer rollout that aborts the older one.
+        store
+            .apply(Change {
+                managed_declarations: vec![ManagedDeclaration {
+                    name: "web".into(),
+                    tenant: "default".into(),
+                    spec: "{}".into(),
+                    next_action_at: now + 3600,
+                }],
+                fleet: vec![FleetWrite::Binding(AgentBinding {
+                    agent_id: "a1".into(),
+                    managed_name: "web".into(),
+                    target: "{}".into(),
+                    deployed_serial: None,
+                    attempted_serial: None,
+                    error: None,
+                    reported_at: now * 1000,
+                })],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.bindings_of("web").await.unwrap().len(), 1);
+        let rollout = |serial: &str| NewRollout {
+            managed_name: "web".into(),
+            serial: serial.into(),
+            previous_serial: None,
+            urgent: false,
+            agents: vec![("a1".into(), 0)],
+            requested_at: now * 1000,
+            created_at: now * 1000,
+        };
+        for serial in ["s1", "s2"] {
+            store
+                .apply(Change {
+                    fleet: vec![FleetWrite::CreateRollout(rollout(serial))],
+                    ..Change::default()
+                })
+                .await
+                .unwrap();
+        }
+        let rollouts = store.rollouts(Some("web"), 10).await.unwrap();
+        assert_eq!(rollouts.len(), 2);
+        assert_eq!(rollouts[0].serial, "s2");
+        assert_eq!(rollouts[0].state, "running");
+        assert_eq!(rollouts[1].state, "aborted");
+        assert_eq!(store.running_rollouts().await.unwrap().len(), 1);
+        let (latest, wave) = store
+            .latest_rollout_for("web", "a1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((latest.serial.as_str(), wave), ("s2", Some(0)));
+
+        store
+            .apply(Change {
+                fleet: vec![FleetWrite::RevokeAgent {
+                    agent_id: "a1".into(),
+                    at: now,
+                }],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.agent("a1").await.unwrap().unwrap().status, "revoked");
+        // Revoked agents' bindings no longer count.
+        assert!(store.bindings_of("web").await.unwrap().is_empty());
+    }
+);

@@ -27,6 +27,8 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     pub https: String,
     pub http: String,
+    /// The agent listener's URL.
+    pub agents: Option<String>,
     pub token: Option<String>,
     pub client: reqwest::Client,
     pub banner: String,
@@ -49,6 +51,11 @@ impl TestServer {
             } else {
                 &["--http-listen", "127.0.0.1:0"][..]
             })
+            .args(if extra.contains(&"--agents-listen") {
+                &[][..]
+            } else {
+                &["--agents-listen", "127.0.0.1:0"][..]
+            })
             .args(extra)
             .env_remove("CERTKEEPER_CONFIG")
             .env("CERTKEEPER_LOG", "warn")
@@ -59,7 +66,7 @@ impl TestServer {
         let mut reader = BufReader::new(stdout);
         let mut banner = String::new();
         let deadline = Instant::now() + Duration::from_secs(120);
-        let (mut https, mut http, mut token) = (None, None, None);
+        let (mut https, mut http, mut token, mut agents) = (None, None, None, None);
         loop {
             let mut line = String::new();
             if reader.read_line(&mut line).expect("read banner") == 0 {
@@ -71,6 +78,9 @@ impl TestServer {
                     .split_whitespace()
                     .next()
                     .map(|u| u.trim_end_matches("/api/v1").to_string());
+            }
+            if let Some(rest) = line.trim().strip_prefix("Agents (mTLS):") {
+                agents = rest.split_whitespace().next().map(str::to_string);
             }
             if let Some(rest) = line.trim().strip_prefix("Relying parties:") {
                 http = rest.split_whitespace().next().map(str::to_string);
@@ -101,6 +111,7 @@ impl TestServer {
             data_dir: data_dir.to_path_buf(),
             https: https.expect("https url in banner"),
             http: http.expect("http url in banner"),
+            agents,
             token,
             client,
             banner,

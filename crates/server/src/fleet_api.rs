@@ -1,0 +1,618 @@
+//! The operator side of the fleet (token-authenticated, on the main API): bootstrap tokens,
+//! agents and their revocation, rollouts (status, pause, resume, abort) and the one-command
+//! compromise response.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use certkeeper_lifecycle::RolloutState;
+use certkeeper_store::{AuditEvent, Change, FleetWrite, Outcome, RolloutRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::SharedState;
+use crate::agents::{BootstrapTokenCreated, mint_bootstrap, now_ms};
+use crate::api::authorize;
+use crate::auth::{Permission, Principal};
+use crate::issuance::rfc3339;
+use crate::problem::Problem;
+use crate::revocation::{RevokeRequest, revoke};
+
+/// The fleet routes.
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/api/v1/agents/bootstrap-tokens", post(create_bootstrap))
+        .route("/api/v1/agents", get(list_agents))
+        .route("/api/v1/agents/{agent}/revoke", post(revoke_agent))
+        .route("/api/v1/rollouts", get(list_rollouts))
+        .route("/api/v1/rollouts/{id}", get(get_rollout))
+        .route("/api/v1/rollouts/{id}/{action}", post(act_on_rollout))
+        .route("/api/v1/compromise", post(compromise))
+}
+
+fn conflict(slug: &str, title: &str, detail: String) -> Problem {
+    Problem::new(StatusCode::CONFLICT, slug, title, detail)
+}
+
+/// A bootstrap token request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BootstrapRequest {
+    /// Tenant of the agent it enrolls (default: the token's own tenant, or `default`).
+    #[serde(default)]
+    tenant: Option<String>,
+    /// Lifetime such as "15m" (default 1h, at most `[agents] bootstrap_token_max_ttl`).
+    #[serde(default)]
+    ttl: Option<String>,
+}
+
+async fn create_bootstrap(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Json(request): Json<BootstrapRequest>,
+) -> Result<(StatusCode, Json<BootstrapTokenCreated>), Problem> {
+    let principal = authorize(
+        &state,
+        &headers,
+        Permission::ManageTokens,
+        "agent.token.create",
+    )
+    .await?;
+    let tenant = request
+        .tenant
+        .clone()
+        .or_else(|| principal.tenant.clone())
+        .unwrap_or_else(|| crate::Tenant::DEFAULT.to_string());
+    crate::Tenant::validate(&tenant)?;
+    principal.require_tenant(&tenant)?;
+    let max = state.fleet.config.bootstrap_token_max_ttl;
+    let ttl = match &request.ttl {
+        Some(text) => crate::config::parse_duration(text)
+            .map_err(|e| Problem::malformed(format!("ttl: {e}")))?,
+        None => 3600.min(max),
+    };
+    if ttl == 0 || ttl > max {
+        return Err(Problem::malformed(format!(
+            "ttl must be between 1s and {max}s ([agents] bootstrap_token_max_ttl); bootstrap tokens are short-lived"
+        )));
+    }
+    let (secret, token) = mint_bootstrap(&tenant, ttl as i64, &principal.token_id)?;
+    let created = BootstrapTokenCreated {
+        token: secret,
+        id: token.id.clone(),
+        tenant: tenant.clone(),
+        expires_at: rfc3339(token.expires_at),
+    };
+    state
+        .store
+        .apply(Change {
+            audit: vec![AuditEvent {
+                actor: principal.token_id.clone(),
+                action: "agent.token.create".into(),
+                object: token.id.clone(),
+                outcome: Outcome::Success,
+                detail: serde_json::json!({"tenant": tenant, "expires_at": created.expires_at}),
+            }],
+            fleet: vec![FleetWrite::BootstrapToken(token)],
+            ..Change::default()
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// An agent as shown by `certkeeper agent list`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AgentView {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Tenant.
+    pub tenant: String,
+    /// `active` or `revoked`.
+    pub status: String,
+    /// Serial of its identity certificate.
+    pub identity_serial: String,
+    /// Its expiry, RFC 3339.
+    pub identity_not_after: String,
+    /// RFC 3339.
+    pub enrolled_at: String,
+    /// What it deploys, and what each target serves.
+    pub bindings: Vec<BindingView>,
+}
+
+/// One binding as reported.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BindingView {
+    /// The managed certificate.
+    pub certificate: String,
+    /// The local target.
+    pub target: serde_json::Value,
+    /// Serial it serves.
+    pub deployed_serial: Option<String>,
+    /// Serial last tried.
+    pub attempted_serial: Option<String>,
+    /// Why that failed.
+    pub error: Option<String>,
+    /// When the agent reported (Unix ms).
+    pub reported_at_ms: i64,
+}
+
+fn visible(principal: &Principal, tenant: &str) -> bool {
+    principal.tenant.as_deref().is_none_or(|t| t == tenant)
+}
+
+async fn agent_view(
+    state: &SharedState,
+    agent: certkeeper_store::AgentRecord,
+) -> Result<AgentView, Problem> {
+    let bindings = state
+        .store
+        .agent_bindings(&agent.id)
+        .await?
+        .into_iter()
+        .map(|b| BindingView {
+            certificate: b.managed_name,
+            target: serde_json::from_str(&b.target).unwrap_or(serde_json::Value::Null),
+            deployed_serial: b.deployed_serial,
+            attempted_serial: b.attempted_serial,
+            error: b.error,
+            reported_at_ms: b.reported_at,
+        })
+        .collect();
+    Ok(AgentView {
+        id: agent.id,
+        name: agent.name,
+        tenant: agent.tenant,
+        status: agent.status,
+        identity_serial: agent.identity_serial,
+        identity_not_after: rfc3339(agent.identity_not_after),
+        enrolled_at: rfc3339(agent.enrolled_at),
+        bindings,
+    })
+}
+
+async fn list_agents(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<AgentView>>, Problem> {
+    let principal = authorize(&state, &headers, Permission::Read, "agent.list").await?;
+    let mut views = Vec::new();
+    for agent in state.store.agents().await? {
+        if visible(&principal, &agent.tenant) {
+            views.push(agent_view(&state, agent).await?);
+        }
+    }
+    Ok(Json(views))
+}
+
+async fn revoke_agent(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(wanted): Path<String>,
+) -> Result<Json<AgentView>, Problem> {
+    let principal = authorize(&state, &headers, Permission::ManageTokens, "agent.revoke").await?;
+    let agent = state
+        .store
+        .agents()
+        .await?
+        .into_iter()
+        .filter(|a| visible(&principal, &a.tenant))
+        .find(|a| a.id == wanted || (a.name == wanted && a.status == "active"));
+    let Some(agent) = agent else {
+        return Err(state
+            .audit_denial(
+                &principal.token_id,
+                "agent.revoke",
+                &wanted,
+                Problem::not_found(format!(
+                    "no active agent named {wanted:?} (or with that id) in your tenants; see `certkeeper agent list`"
+                )),
+            )
+            .await);
+    };
+    if agent.status != "active" {
+        return Err(conflict(
+            "agent-already-revoked",
+            "Agent already revoked",
+            format!("agent {} ({}) is already revoked", agent.name, agent.id),
+        ));
+    }
+    state
+        .store
+        .apply(Change {
+            fleet: vec![FleetWrite::RevokeAgent {
+                agent_id: agent.id.clone(),
+                at: time::OffsetDateTime::now_utc().unix_timestamp(),
+            }],
+            audit: vec![AuditEvent {
+                actor: principal.token_id.clone(),
+                action: "agent.revoke".into(),
+                object: agent.id.clone(),
+                outcome: Outcome::Success,
+                detail: serde_json::json!({"name": agent.name, "tenant": agent.tenant}),
+            }],
+            ..Change::default()
+        })
+        .await?;
+    // Its identity certificates are revoked too, so CRL and OCSP say so.
+    for serial in [
+        Some(agent.identity_serial.clone()),
+        agent.previous_identity_serial.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let system = Principal {
+            token_id: principal.token_id.clone(),
+            role: crate::auth::Role::Admin,
+            tenant: None,
+        };
+        if let Err(problem) = revoke(
+            &state,
+            &system,
+            RevokeRequest {
+                serial: Some(serial.clone()),
+                reason: Some("privilegeWithdrawn".into()),
+                ..RevokeRequest::default()
+            },
+        )
+        .await
+        {
+            tracing::warn!(detail = %problem.detail, %serial, "could not revoke an agent identity certificate");
+        }
+    }
+    let agent = state.store.agent(&agent.id).await?.unwrap_or(agent);
+    Ok(Json(agent_view(&state, agent).await?))
+}
+
+/// A rollout as shown by `certkeeper rollout status`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RolloutView {
+    /// Id.
+    pub id: i64,
+    /// The managed certificate.
+    pub certificate: String,
+    /// The new serial.
+    pub serial: String,
+    /// What agents go back to on a halt or abort.
+    pub previous_serial: Option<String>,
+    /// `running`, `paused`, `halted`, `aborted` or `completed`.
+    pub state: String,
+    /// A compromise response (one wave, no halt).
+    pub urgent: bool,
+    /// Wave released last (0 = canary).
+    pub current_wave: i64,
+    /// Highest wave.
+    pub last_wave: i64,
+    /// Why it halted or was aborted.
+    pub reason: Option<String>,
+    /// When the new certificate was asked for (Unix ms).
+    pub requested_at_ms: i64,
+    /// When the rollout began (Unix ms).
+    pub created_at_ms: i64,
+    /// When it finished (Unix ms).
+    pub finished_at_ms: Option<i64>,
+    /// Agents serving the new serial.
+    pub serving_new: usize,
+    /// Agents serving something else.
+    pub serving_other: usize,
+    /// Some agents on the new serial and some not, while the rollout is not running (M5).
+    pub partial: bool,
+    /// Every agent of the rollout: its wave and what it serves.
+    pub agents: Vec<RolloutAgentView>,
+}
+
+/// One agent of a rollout.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RolloutAgentView {
+    /// Agent id.
+    pub agent_id: String,
+    /// Agent name.
+    pub name: String,
+    /// Wave (0 = canary).
+    pub wave: i64,
+    /// Serial it serves, as last reported.
+    pub serving: Option<String>,
+    /// When it confirmed the new serial (Unix ms).
+    pub confirmed_at_ms: Option<i64>,
+    /// Its last error.
+    pub error: Option<String>,
+}
+
+async fn rollout_view(state: &SharedState, rollout: RolloutRecord) -> Result<RolloutView, Problem> {
+    let names: HashMap<String, String> = state
+        .store
+        .agents()
+        .await?
+        .into_iter()
+        .map(|a| (a.id, a.name))
+        .collect();
+    let bindings: HashMap<String, certkeeper_store::AgentBinding> = state
+        .store
+        .bindings_of(&rollout.managed_name)
+        .await?
+        .into_iter()
+        .map(|b| (b.agent_id.clone(), b))
+        .collect();
+    let agents: Vec<RolloutAgentView> = state
+        .store
+        .rollout_agents(rollout.id)
+        .await?
+        .into_iter()
+        .map(|member| {
+            let binding = bindings.get(&member.agent_id);
+            RolloutAgentView {
+                name: names.get(&member.agent_id).cloned().unwrap_or_default(),
+                wave: member.wave,
+                serving: binding.and_then(|b| b.deployed_serial.clone()),
+                confirmed_at_ms: member.confirmed_at,
+                error: binding.and_then(|b| b.error.clone()),
+                agent_id: member.agent_id,
+            }
+        })
+        .collect();
+    let serving_new = agents
+        .iter()
+        .filter(|a| a.serving.as_deref() == Some(rollout.serial.as_str()))
+        .count();
+    let serving_other = agents.len() - serving_new;
+    let running = rollout.state == RolloutState::Running.as_str();
+    Ok(RolloutView {
+        id: rollout.id,
+        certificate: rollout.managed_name,
+        serial: rollout.serial,
+        previous_serial: rollout.previous_serial,
+        state: rollout.state,
+        urgent: rollout.urgent,
+        current_wave: rollout.current_wave,
+        last_wave: rollout.last_wave,
+        reason: rollout.reason,
+        requested_at_ms: rollout.requested_at,
+        created_at_ms: rollout.created_at,
+        finished_at_ms: rollout.finished_at,
+        serving_new,
+        serving_other,
+        partial: !running && serving_new > 0 && serving_other > 0,
+        agents,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct RolloutQuery {
+    #[serde(default)]
+    certificate: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+async fn tenant_of(state: &SharedState, name: &str) -> Result<Option<String>, Problem> {
+    Ok(state
+        .store
+        .managed_certificate(name)
+        .await?
+        .map(|m| m.tenant))
+}
+
+async fn list_rollouts(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Query(query): Query<RolloutQuery>,
+) -> Result<Json<Vec<RolloutView>>, Problem> {
+    let principal = authorize(&state, &headers, Permission::Read, "rollout.list").await?;
+    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
+    let mut views = Vec::new();
+    for rollout in state
+        .store
+        .rollouts(query.certificate.as_deref(), limit)
+        .await?
+    {
+        let tenant = tenant_of(&state, &rollout.managed_name).await?;
+        if tenant.is_some_and(|t| visible(&principal, &t)) {
+            views.push(rollout_view(&state, rollout).await?);
+        }
+    }
+    Ok(Json(views))
+}
+
+async fn find_rollout(
+    state: &SharedState,
+    principal: &Principal,
+    id: i64,
+) -> Result<RolloutRecord, Problem> {
+    let missing = || {
+        Problem::not_found(format!(
+            "no rollout {id} in your tenants; see `certkeeper rollout status`"
+        ))
+    };
+    let rollout = state.store.rollout(id).await?.ok_or_else(missing)?;
+    match tenant_of(state, &rollout.managed_name).await? {
+        Some(tenant) if visible(principal, &tenant) => Ok(rollout),
+        _ => Err(missing()),
+    }
+}
+
+async fn get_rollout(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Json<RolloutView>, Problem> {
+    let principal = authorize(&state, &headers, Permission::Read, "rollout.get").await?;
+    let rollout = find_rollout(&state, &principal, id).await?;
+    Ok(Json(rollout_view(&state, rollout).await?))
+}
+
+async fn act_on_rollout(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(i64, String)>,
+) -> Result<Json<RolloutView>, Problem> {
+    let principal = authorize(&state, &headers, Permission::Issue, "rollout.change").await?;
+    let rollout = find_rollout(&state, &principal, id).await?;
+    let current = RolloutState::parse(&rollout.state)
+        .ok_or_else(|| Problem::internal("a stored rollout has an unknown state"))?;
+    let now = now_ms();
+    let (next, released_at, finished_at, reason) = match (action.as_str(), current) {
+        ("pause", RolloutState::Running) => {
+            (RolloutState::Paused, rollout.wave_released_at, None, None)
+        }
+        ("resume", RolloutState::Paused | RolloutState::Halted) => {
+            // The current wave gets the new certificate again and a fresh health timeout.
+            (RolloutState::Running, now, None, None)
+        }
+        ("abort", RolloutState::Running | RolloutState::Paused | RolloutState::Halted) => (
+            RolloutState::Aborted,
+            rollout.wave_released_at,
+            Some(now),
+            Some(format!("aborted by {}", principal.token_id)),
+        ),
+        ("pause" | "resume" | "abort", _) => {
+            return Err(conflict(
+                "rollout-state",
+                "Not possible in this state",
+                format!(
+                    "rollout {id} is {}; pause needs a running rollout, resume a paused or halted one, abort an unfinished one",
+                    rollout.state
+                ),
+            ));
+        }
+        _ => {
+            return Err(Problem::not_found(format!(
+                "no rollout action {action:?}; use pause, resume or abort"
+            )));
+        }
+    };
+    state
+        .store
+        .apply(Change {
+            fleet: vec![FleetWrite::UpdateRollout {
+                id,
+                state: next.as_str().into(),
+                current_wave: rollout.current_wave,
+                wave_released_at: released_at,
+                reason,
+                finished_at,
+            }],
+            audit: vec![AuditEvent {
+                actor: principal.token_id.clone(),
+                action: format!("rollout.{action}"),
+                object: format!("{}#{id}", rollout.managed_name),
+                outcome: Outcome::Success,
+                detail: serde_json::json!({"from": rollout.state, "to": next.as_str()}),
+            }],
+            ..Change::default()
+        })
+        .await?;
+    state.fleet.bump();
+    let rollout = find_rollout(&state, &principal, id).await?;
+    Ok(Json(rollout_view(&state, rollout).await?))
+}
+
+/// A compromise response request.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompromiseRequest {
+    /// A managed certificate's name, or the serial of one of its certificates.
+    pub certificate: String,
+}
+
+/// What the compromise command started.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct CompromiseResponse {
+    /// The managed certificate.
+    pub certificate: String,
+    /// Serials revoked with keyCompromise.
+    pub revoked: Vec<String>,
+    /// When the replacement was requested (Unix ms): its rollout has `requested_at_ms` from
+    /// this second on.
+    pub requested_at_ms: i64,
+}
+
+async fn compromise(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Json(request): Json<CompromiseRequest>,
+) -> Result<(StatusCode, Json<CompromiseResponse>), Problem> {
+    let principal = authorize(&state, &headers, Permission::Issue, "managed.compromise").await?;
+    let requested_at_ms = now_ms();
+    let wanted = request.certificate.trim().to_string();
+    let managed = match state.store.managed_certificate(&wanted).await? {
+        Some(record) => Some(record),
+        None => {
+            let serial = wanted.to_ascii_lowercase().replace(':', "");
+            let records = state
+                .store
+                .certificates_by_serial(&serial, time::OffsetDateTime::now_utc().unix_timestamp())
+                .await?;
+            let name = records
+                .iter()
+                .find_map(|r| r.certificate.labels.get("managed").cloned());
+            match name {
+                Some(name) => state.store.managed_certificate(&name).await?,
+                None => None,
+            }
+        }
+    };
+    let Some(managed) = managed.filter(|m| visible(&principal, &m.tenant)) else {
+        return Err(state
+            .audit_denial(
+                &principal.token_id,
+                "managed.compromise",
+                &wanted,
+                Problem::not_found(format!(
+                    "{wanted:?} is neither a managed certificate nor the serial of one in your tenants; see `certkeeper status`"
+                )),
+            )
+            .await);
+    };
+    // Everything the fleet may serve for it: the certificate in force and the fleet's.
+    let mut serials: Vec<String> = [
+        managed.current_serial.clone(),
+        state.store.fleet_serial(&managed.name).await?,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    serials.sort();
+    serials.dedup();
+    let mut revoked = Vec::new();
+    for serial in &serials {
+        let response = revoke(
+            &state,
+            &principal,
+            RevokeRequest {
+                serial: Some(serial.clone()),
+                reason: Some("keyCompromise".into()),
+                ..RevokeRequest::default()
+            },
+        )
+        .await?;
+        revoked.extend(response.revoked.into_iter().map(|r| r.serial));
+    }
+    state
+        .store
+        .apply(Change {
+            fleet: vec![FleetWrite::Compromise {
+                managed_name: managed.name.clone(),
+            }],
+            audit: vec![AuditEvent {
+                actor: principal.token_id.clone(),
+                action: "managed.compromise".into(),
+                object: managed.name.clone(),
+                outcome: Outcome::Success,
+                detail: serde_json::json!({"revoked": revoked}),
+            }],
+            ..Change::default()
+        })
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(CompromiseResponse {
+            certificate: managed.name,
+            revoked,
+            requested_at_ms,
+        }),
+    ))
+}
