@@ -115,7 +115,14 @@ fn settings(args: &RunArgs) -> Result<Settings, CliError> {
         }
         None => AgentConfig::default(),
     };
+    let mut seen = std::collections::BTreeSet::new();
     for deploy in &config.deploy {
+        if !seen.insert(deploy.certificate.as_str()) {
+            return Err(CliError::Usage(format!(
+                "{:?} is deployed twice; an agent deploys each managed certificate to one target (run a second agent for a second service)",
+                deploy.certificate
+            )));
+        }
         if matches!(deploy.target, TargetSpec::Webhook { .. }) {
             return Err(CliError::Usage(format!(
                 "deploy of {:?}: agents deploy to file and nginx targets; declare webhooks on the managed certificate instead",
@@ -170,25 +177,41 @@ fn settings(args: &RunArgs) -> Result<Settings, CliError> {
     })
 }
 
-/// The identity files in the state directory.
+/// The agent's identity: its key followed by its certificate and chain, in one file
+/// (`identity.pem`, mode 0600) written atomically, so key and certificate always match.
 struct Identity {
-    certificate_pem: String,
-    key_pem: zeroize::Zeroizing<String>,
+    pem: zeroize::Zeroizing<String>,
+    /// Expiry of the certificate, Unix seconds.
+    not_after: i64,
 }
 
-fn identity_paths(state_dir: &Path) -> (PathBuf, PathBuf) {
-    (
-        state_dir.join("identity.crt"),
-        state_dir.join("identity.key"),
-    )
+fn identity_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("identity.pem")
 }
 
-fn load_identity(state_dir: &Path) -> Option<Identity> {
-    let (cert, key) = identity_paths(state_dir);
-    Some(Identity {
-        certificate_pem: std::fs::read_to_string(cert).ok()?,
-        key_pem: zeroize::Zeroizing::new(std::fs::read_to_string(key).ok()?),
+fn read_identity(pem: String) -> Result<Identity, String> {
+    let pem = zeroize::Zeroizing::new(pem);
+    let der = pem_to_der_certificates(pem.as_bytes())
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .next()
+        .ok_or("no certificate in it")?;
+    let summary = parse_certificate(&der).map_err(|e| e.to_string())?;
+    Ok(Identity {
+        pem,
+        not_after: summary.not_after,
     })
+}
+
+fn load_identity(state_dir: &Path) -> Result<Option<Identity>, CliError> {
+    let path = identity_path(state_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(pem) => read_identity(pem)
+            .map(Some)
+            .map_err(|e| CliError::file(&path, format!("{e}; remove it and enroll again"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(CliError::file(&path, e)),
+    }
 }
 
 fn save_identity(
@@ -196,18 +219,25 @@ fn save_identity(
     response: &IdentityResponse,
     key_pem: &str,
 ) -> Result<Identity, CliError> {
-    let (cert, key) = identity_paths(state_dir);
-    // The key first: a certificate on disk always has its key.
-    write_atomic(&key, key_pem.as_bytes(), PRIVATE).map_err(|e| CliError::file(&key, e))?;
-    write_atomic(&cert, response.certificate_pem.as_bytes(), PUBLIC)
-        .map_err(|e| CliError::file(&cert, e))?;
+    let path = identity_path(state_dir);
+    let pem = zeroize::Zeroizing::new(format!("{key_pem}{}", response.certificate_pem));
+    write_atomic(&path, pem.as_bytes(), PRIVATE).map_err(|e| CliError::file(&path, e))?;
     let bundle = state_dir.join("trust-bundle.pem");
     write_atomic(&bundle, response.trust_bundle_pem.as_bytes(), PUBLIC)
         .map_err(|e| CliError::file(&bundle, e))?;
-    Ok(Identity {
-        certificate_pem: response.certificate_pem.clone(),
-        key_pem: zeroize::Zeroizing::new(key_pem.to_string()),
-    })
+    read_identity(pem.to_string()).map_err(|e| CliError::file(&path, e))
+}
+
+/// Refuses to go on with an identity that has expired: the server cannot accept it, and only
+/// a new enrollment helps.
+fn check_not_expired(identity: &Identity, state_dir: &Path) -> Result<(), CliError> {
+    if identity.not_after <= unix_now() {
+        return Err(CliError::Usage(format!(
+            "the agent identity in {} expired (the agent was off longer than its lifetime); remove that file and enroll again with a new bootstrap token (`certkeeper agent token create`)",
+            identity_path(state_dir).display()
+        )));
+    }
+    Ok(())
 }
 
 fn trust_roots(settings: &Settings) -> Result<Vec<reqwest::Certificate>, CliError> {
@@ -234,8 +264,7 @@ fn client(settings: &Settings, identity: Option<&Identity>) -> Result<reqwest::C
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(settings.sync_wait + 30));
     if let Some(identity) = identity {
-        let pem = format!("{}{}", identity.key_pem.as_str(), identity.certificate_pem);
-        let id = reqwest::Identity::from_pem(pem.as_bytes())
+        let id = reqwest::Identity::from_pem(identity.pem.as_bytes())
             .map_err(|e| CliError::Http(format!("the agent identity cannot be used: {e}")))?;
         builder = builder.identity(id);
     }
@@ -403,6 +432,7 @@ fn reports(settings: &Settings, state: &HashMap<String, BindingState>) -> Vec<Bi
                 target: serde_json::to_value(&d.target).unwrap_or(serde_json::Value::Null),
                 deployed_serial: serial_on_disk(&d.target).or(remembered.deployed_serial),
                 attempted_serial: remembered.attempted_serial,
+                attempt: remembered.attempt,
                 error: remembered.error,
             }
         })
@@ -413,7 +443,7 @@ fn reports(settings: &Settings, state: &HashMap<String, BindingState>) -> Vec<Bi
 pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let settings = settings(&args)?;
     create_private_dir(&settings.state_dir).map_err(|e| CliError::file(&settings.state_dir, e))?;
-    let mut identity = match load_identity(&settings.state_dir) {
+    let mut identity = match load_identity(&settings.state_dir)? {
         Some(identity) => identity,
         None => enroll(&settings).await?,
     };
@@ -422,7 +452,9 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let mut trust_sha256: Option<String> = None;
     let mut failures = 0u32;
     let mut wait = 0;
+    let mut renewal_failed_at = 0;
     loop {
+        check_not_expired(&identity, &settings.state_dir)?;
         let request = SyncRequest {
             bindings: reports(&settings, &state),
             trust_sha256: trust_sha256.clone(),
@@ -436,8 +468,12 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         .await;
         let response = match response {
             Ok(response) => response,
-            Err(CliError::Api(problem)) if problem.status == 401 => {
+            Err(CliError::Api(mut problem)) if problem.status == 401 => {
                 // Refused for good (revoked, unknown): say so and stop.
+                problem.detail.push_str(&format!(
+                    " (this agent's identity is {})",
+                    identity_path(&settings.state_dir).display()
+                ));
                 return Err(CliError::Api(problem));
             }
             Err(error) => {
@@ -462,6 +498,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             }
         }
         let mut deployed_any = false;
+        let mut held_back = false;
         for delivery in response.deliveries {
             let Some(binding) = settings
                 .deploy
@@ -478,6 +515,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
                 && entry.error.is_some()
                 && unix_now() - entry.failed_at < RETRY_FAILED_AFTER_SECONDS
             {
+                held_back = true;
                 continue;
             }
             let material = Material {
@@ -505,20 +543,34 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             deployed_any = true;
         }
         save_state(&settings.state_dir, &state);
-        if response.renew_identity {
+        let mut renewal_failed = false;
+        if response.renew_identity && unix_now() - renewal_failed_at >= 60 {
             match renew_identity(&settings, &http).await {
                 Ok(renewed) => {
                     identity = renewed;
                     http = client(&settings, Some(&identity))?;
                 }
-                Err(error) => tracing::warn!(%error, "identity renewal failed; trying again later"),
+                Err(error) => {
+                    renewal_failed = true;
+                    renewal_failed_at = unix_now();
+                    tracing::warn!(%error, "identity renewal failed; trying again in a minute");
+                }
             }
         }
         if args.once && !deployed_any {
-            return Ok(ExitCode::SUCCESS);
+            let failed = state.values().any(|entry| entry.error.is_some());
+            return Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            });
         }
-        // Report a deployment at once; otherwise wait on the server for news.
+        // Report a deployment at once. A held-back retry or a failed renewal would make the
+        // server answer at once again, so pause first; otherwise wait on the server for news.
         wait = if deployed_any { 0 } else { settings.sync_wait };
+        if !deployed_any && (held_back || renewal_failed || response.renew_identity) {
+            tokio::time::sleep(Duration::from_secs(settings.sync_wait.max(1))).await;
+        }
     }
 }
 

@@ -328,6 +328,9 @@ pub async fn compromise(args: CompromiseArgs) -> Result<ExitCode, CliError> {
         .await?;
     let json = args.server.output == OutputFormat::Json;
     if !json {
+        for warning in &response.not_revoked {
+            eprintln!("warning: not revoked here: {warning}");
+        }
         println!(
             "{}: revoked {} (keyCompromise); a new key and certificate are on their way",
             response.certificate,
@@ -358,7 +361,7 @@ pub async fn compromise(args: CompromiseArgs) -> Result<ExitCode, CliError> {
         let rollouts: Vec<RolloutView> = client.get(&path).await?;
         let mine = rollouts
             .into_iter()
-            .find(|r| r.urgent && r.requested_at_ms / 1000 >= response.requested_at_ms / 1000);
+            .find(|r| r.urgent && r.requested_at_ms >= response.requested_at_ms);
         match mine {
             Some(rollout) if rollout.state == "completed" => {
                 let elapsed = started.elapsed();
@@ -372,6 +375,7 @@ pub async fn compromise(args: CompromiseArgs) -> Result<ExitCode, CliError> {
                     print_json(&serde_json::json!({
                         "certificate": response.certificate,
                         "revoked": response.revoked,
+                        "not_revoked": response.not_revoked,
                         "new_serial": rollout.serial,
                         "agents": rollout.agents.len(),
                         "rollout": rollout.id,

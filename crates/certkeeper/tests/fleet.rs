@@ -517,7 +517,7 @@ async fn bootstrap_tokens_reused_expired_or_of_another_tenant_and_revoked_agents
         "{}",
         text(&out)
     );
-    assert!(!state.join("identity.crt").exists());
+    assert!(!state.join("identity.pem").exists());
     // Expired.
     let short = fleet.bootstrap_token(&["--ttl", "1s"]);
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -528,7 +528,7 @@ async fn bootstrap_tokens_reused_expired_or_of_another_tenant_and_revoked_agents
         "{}",
         text(&out)
     );
-    assert!(!state.join("identity.crt").exists());
+    assert!(!state.join("identity.pem").exists());
     // Another tenant's.
     let other = fleet.bootstrap_token(&["--tenant", "other"]);
     let (out, state) = run_once("fourth", &other, Some("default"));
@@ -538,7 +538,7 @@ async fn bootstrap_tokens_reused_expired_or_of_another_tenant_and_revoked_agents
         "{}",
         text(&out)
     );
-    assert!(!state.join("identity.crt").exists());
+    assert!(!state.join("identity.pem").exists());
     // Garbage.
     let (out, _) = run_once("fifth", "ckb_nope.nope", None);
     assert!(
@@ -554,7 +554,7 @@ async fn bootstrap_tokens_reused_expired_or_of_another_tenant_and_revoked_agents
     let (out, _) = run_once("first", "unused", None);
     assert!(!out.status.success());
     assert!(text(&out).contains("Agent revoked"), "{}", text(&out));
-    let identity = fleet.dir.join("first/identity.crt");
+    let identity = fleet.dir.join("first/identity.pem");
     let serial = Command::new("openssl")
         .args(["x509", "-noout", "-serial", "-in"])
         .arg(&identity)

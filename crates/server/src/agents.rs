@@ -35,6 +35,9 @@ use crate::{ServerError, SharedState, Tenant};
 /// The audit actor of what the rollout driver does.
 pub const DRIVER: &str = "rollouts";
 
+/// Most agent connections at once (each enrolled agent holds one, long-polling).
+const MAX_AGENT_CONNECTIONS: usize = 20_000;
+
 /// Wakes long-polling agents when what they should serve may have changed, and the driver
 /// when an agent reported.
 pub struct FleetHub {
@@ -343,15 +346,28 @@ pub async fn listen(
         .local_addr()
         .map_err(|e| listen_error(e.to_string()))?;
     let app = router(state.clone());
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_AGENT_CONNECTIONS));
     let task = tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else {
+            let (tcp, _) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: do not spin.
+                    tracing::warn!(%error, "agent listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                // Over the bound: refuse by closing.
+                drop(tcp);
                 continue;
             };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let app = app.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let Ok(Ok(tls)) =
                     tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
                 else {
@@ -371,14 +387,19 @@ pub async fn listen(
                         request
                     },
                 );
-                let _ = hyper_util::server::conn::auto::Builder::new(
+                let mut builder = hyper_util::server::conn::auto::Builder::new(
                     hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(
-                    hyper_util::rt::TokioIo::new(tls),
-                    hyper_util::service::TowerToHyperService::new(service),
-                )
-                .await;
+                );
+                builder
+                    .http1()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10));
+                let _ = builder
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(tls),
+                        hyper_util::service::TowerToHyperService::new(service),
+                    )
+                    .await;
             });
         }
     });
@@ -578,11 +599,21 @@ async fn enroll_checked(
         ..Change::default()
     };
     state.store.apply(change).await.map_err(|e| match e {
-        certkeeper_store::StoreError::Conflict(_) => refused(
+        certkeeper_store::StoreError::Conflict(message) if message.contains("bootstrap token") => refused(
             StatusCode::CONFLICT,
             "bootstrap-token-used",
             "Bootstrap token already used",
             "the bootstrap token was used by another enrollment at the same time; create a new one with `certkeeper agent token create`".into(),
+        ),
+        // The token was not used: the whole change rolled back.
+        certkeeper_store::StoreError::Conflict(_) => refused(
+            StatusCode::CONFLICT,
+            "agent-name-taken",
+            "Agent name taken",
+            format!(
+                "an active agent called {:?} enrolled at the same time; choose another name (the bootstrap token is still unused)",
+                request.name
+            ),
         ),
         other => Problem::from(other),
     })?;
@@ -673,6 +704,9 @@ pub struct BindingReport {
     /// Serial last tried.
     #[serde(default)]
     pub attempted_serial: Option<String>,
+    /// The offer that try answered ([`Delivery::attempt`]).
+    #[serde(default)]
+    pub attempt: i64,
     /// Why that try failed.
     #[serde(default)]
     pub error: Option<String>,
@@ -774,6 +808,19 @@ async fn sync(
     let mut first: Option<Vec<(Option<String>, i64)>> = None;
     loop {
         updates.borrow_and_update();
+        // Revoked while waiting: nothing more for it.
+        let current = state.store.agent(&agent.id).await?;
+        if current.as_ref().is_none_or(|a| a.status != "active") {
+            return Err(refused(
+                StatusCode::UNAUTHORIZED,
+                "agent-revoked",
+                "Agent revoked",
+                format!(
+                    "agent {} ({}) was revoked; it must enroll again with a new bootstrap token (remove identity.pem from its state directory first)",
+                    agent.name, agent.id
+                ),
+            ));
+        }
         let (answers, deliveries) = desired(&state, &agent, &request.bindings, &errors).await?;
         let offers: Vec<(Option<String>, i64)> = answers
             .iter()
@@ -836,6 +883,7 @@ async fn record_reports(
             s.target != target
                 || s.deployed_serial != report.deployed_serial
                 || s.attempted_serial != report.attempted_serial
+                || s.attempt != report.attempt
                 || s.error != report.error
         });
         if changed {
@@ -845,13 +893,20 @@ async fn record_reports(
                 target,
                 deployed_serial: report.deployed_serial.clone(),
                 attempted_serial: report.attempted_serial.clone(),
+                attempt: report.attempt,
                 error: report.error.clone(),
                 reported_at: now_ms(),
             }));
         }
-        // A first binding of a certificate the fleet has no copy of yet: obtain one now.
+        // A first binding of a certificate the fleet has no current copy of (none yet, or
+        // one older than the certificate in force): obtain one now.
         if !stored.contains_key(&report.certificate)
-            && state.store.fleet_serial(&managed.name).await?.is_none()
+            && (state.store.fleet_serial(&managed.name).await?).is_none_or(|fleet| {
+                managed
+                    .current_serial
+                    .as_deref()
+                    .is_some_and(|current| current != fleet)
+            })
             && state
                 .store
                 .rollouts(Some(&managed.name), 1)
@@ -930,19 +985,24 @@ pub async fn desired_for(
     managed_name: &str,
     agent_id: &str,
 ) -> Result<(Option<String>, i64), Problem> {
-    if let Some((rollout, Some(wave))) = state
+    if let Some((rollout, Some(member))) = state
         .store
         .latest_rollout_for(managed_name, agent_id)
         .await?
         && let Some(rollout_state) = RolloutState::parse(&rollout.state)
         && rollout_state != RolloutState::Completed
     {
+        // Back to what this agent served when the rollout began.
+        let previous = member
+            .previous_serial
+            .as_deref()
+            .or(rollout.previous_serial.as_deref());
         let serial = desired_serial(
             rollout_state,
-            u32::try_from(wave).unwrap_or(0),
+            u32::try_from(member.wave).unwrap_or(0),
             u32::try_from(rollout.current_wave).unwrap_or(0),
             &rollout.serial,
-            rollout.previous_serial.as_deref(),
+            previous,
         )
         .map(str::to_string);
         return Ok((serial, rollout.wave_released_at));
@@ -1050,7 +1110,7 @@ async fn drive(state: &SharedState, rollout: &RolloutRecord) -> Result<(), Probl
                 at: binding.reported_at / 1000,
             }
         } else if binding.attempted_serial.as_deref() == Some(rollout.serial.as_str())
-            && binding.reported_at >= rollout.wave_released_at
+            && binding.attempt == rollout.wave_released_at
             && let Some(error) = &binding.error
         {
             AgentProgress::Failed {
@@ -1075,6 +1135,8 @@ async fn drive(state: &SharedState, rollout: &RolloutRecord) -> Result<(), Probl
         RolloutStep::Release(wave) => (
             Some(FleetWrite::UpdateRollout {
                 id: rollout.id,
+                expected_state: rollout.state.clone(),
+                expected_wave: rollout.current_wave,
                 state: RolloutState::Running.as_str().into(),
                 current_wave: i64::from(wave),
                 wave_released_at: now,
@@ -1092,6 +1154,8 @@ async fn drive(state: &SharedState, rollout: &RolloutRecord) -> Result<(), Probl
             (
                 Some(FleetWrite::UpdateRollout {
                     id: rollout.id,
+                    expected_state: rollout.state.clone(),
+                    expected_wave: rollout.current_wave,
                     state: RolloutState::Completed.as_str().into(),
                     current_wave: rollout.current_wave,
                     wave_released_at: rollout.wave_released_at,
@@ -1105,6 +1169,8 @@ async fn drive(state: &SharedState, rollout: &RolloutRecord) -> Result<(), Probl
         RolloutStep::Halt(reason) => (
             Some(FleetWrite::UpdateRollout {
                 id: rollout.id,
+                expected_state: rollout.state.clone(),
+                expected_wave: rollout.current_wave,
                 state: RolloutState::Halted.as_str().into(),
                 current_wave: rollout.current_wave,
                 wave_released_at: rollout.wave_released_at,
@@ -1133,14 +1199,20 @@ async fn drive(state: &SharedState, rollout: &RolloutRecord) -> Result<(), Probl
             detail,
         });
     }
-    state
+    match state
         .store
         .apply(Change {
             fleet: writes,
             audit,
             ..Change::default()
         })
-        .await?;
+        .await
+    {
+        Ok(_) => {}
+        // Paused, aborted or moved on by someone else since it was read: look again next tick.
+        Err(certkeeper_store::StoreError::Conflict(_)) => return Ok(()),
+        Err(error) => return Err(error.into()),
+    }
     state.fleet.bump();
     Ok(())
 }

@@ -237,6 +237,8 @@ async fn revoke_agent(
             ..Change::default()
         })
         .await?;
+    // Long polls it holds end now.
+    state.fleet.bump();
     // Its identity certificates are revoked too, so CRL and OCSP say so.
     for serial in [
         Some(agent.identity_serial.clone()),
@@ -484,11 +486,13 @@ async fn act_on_rollout(
             )));
         }
     };
-    state
+    let applied = state
         .store
         .apply(Change {
             fleet: vec![FleetWrite::UpdateRollout {
                 id,
+                expected_state: rollout.state.clone(),
+                expected_wave: rollout.current_wave,
                 state: next.as_str().into(),
                 current_wave: rollout.current_wave,
                 wave_released_at: released_at,
@@ -504,7 +508,18 @@ async fn act_on_rollout(
             }],
             ..Change::default()
         })
-        .await?;
+        .await;
+    match applied {
+        Ok(_) => {}
+        Err(certkeeper_store::StoreError::Conflict(message)) => {
+            return Err(conflict(
+                "rollout-moved",
+                "The rollout moved on",
+                format!("{message}: see `certkeeper rollout status {id}` and try again"),
+            ));
+        }
+        Err(error) => return Err(error.into()),
+    }
     state.fleet.bump();
     let rollout = find_rollout(&state, &principal, id).await?;
     Ok(Json(rollout_view(&state, rollout).await?))
@@ -525,6 +540,10 @@ pub struct CompromiseResponse {
     pub certificate: String,
     /// Serials revoked with keyCompromise.
     pub revoked: Vec<String>,
+    /// Serials that could not be revoked here (issued elsewhere: revoke them at their CA),
+    /// with why; the replacement goes ahead regardless.
+    #[serde(default)]
+    pub not_revoked: Vec<String>,
     /// When the replacement was requested (Unix ms): its rollout has `requested_at_ms` from
     /// this second on.
     pub requested_at_ms: i64,
@@ -541,7 +560,8 @@ async fn compromise(
     let managed = match state.store.managed_certificate(&wanted).await? {
         Some(record) => Some(record),
         None => {
-            let serial = wanted.to_ascii_lowercase().replace(':', "");
+            let serial = crate::revocation::normalize_serial(&wanted)
+                .unwrap_or_else(|_| wanted.to_ascii_lowercase());
             let records = state
                 .store
                 .certificates_by_serial(&serial, time::OffsetDateTime::now_utc().unix_timestamp())
@@ -578,8 +598,9 @@ async fn compromise(
     serials.sort();
     serials.dedup();
     let mut revoked = Vec::new();
+    let mut not_revoked = Vec::new();
     for serial in &serials {
-        let response = revoke(
+        match revoke(
             &state,
             &principal,
             RevokeRequest {
@@ -588,21 +609,26 @@ async fn compromise(
                 ..RevokeRequest::default()
             },
         )
-        .await?;
-        revoked.extend(response.revoked.into_iter().map(|r| r.serial));
+        .await
+        {
+            Ok(response) => revoked.extend(response.revoked.into_iter().map(|r| r.serial)),
+            // An external issuer's certificate: the key is replaced all the same.
+            Err(problem) => not_revoked.push(format!("{serial}: {}", problem.detail)),
+        }
     }
     state
         .store
         .apply(Change {
             fleet: vec![FleetWrite::Compromise {
                 managed_name: managed.name.clone(),
+                at_ms: requested_at_ms,
             }],
             audit: vec![AuditEvent {
                 actor: principal.token_id.clone(),
                 action: "managed.compromise".into(),
                 object: managed.name.clone(),
                 outcome: Outcome::Success,
-                detail: serde_json::json!({"revoked": revoked}),
+                detail: serde_json::json!({"revoked": revoked, "not_revoked": not_revoked}),
             }],
             ..Change::default()
         })
@@ -612,6 +638,7 @@ async fn compromise(
         Json(CompromiseResponse {
             certificate: managed.name,
             revoked,
+            not_revoked,
             requested_at_ms,
         }),
     ))

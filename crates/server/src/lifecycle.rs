@@ -21,7 +21,7 @@ use certkeeper_lifecycle::{
 use certkeeper_pki::{Signer, SoftwareKey};
 use certkeeper_store::{
     AgentPayload, AuditEvent, CertificateSource, Change, FleetWrite, ManagedOutcome, ManagedRecord,
-    ManagedReschedule, NewRollout, Outcome, RenewalAttempt,
+    ManagedReschedule, NewRollout, Outcome, RenewalAttempt, RolloutAgent,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -201,8 +201,8 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
         }
     }
     // The agents bound to it get the new certificate through a rollout.
-    let bound_agents: Vec<String> = match state.store.bindings_of(&record.name).await {
-        Ok(bindings) => bindings.into_iter().map(|b| b.agent_id).collect(),
+    let bound_agents = match state.store.bindings_of(&record.name).await {
+        Ok(bindings) => bindings,
         Err(error) => {
             tracing::warn!(%error, name = %record.name, "could not read the agents bound to a managed certificate");
             reschedule(
@@ -215,7 +215,8 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
             return;
         }
     };
-    let urgent = record.next_action_reason == certkeeper_store::COMPROMISE_REASON;
+    // A declared key compromise makes the rollout urgent until a new certificate answers it.
+    let urgent = record.compromised_at.is_some();
     let result = match &spec {
         Ok(spec) => {
             renew(
@@ -246,9 +247,15 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
     let (outcome, audit) = match result {
         Ok((issued, targets)) => {
             if let (Some(payload), Ok(spec)) = (issued.payload.clone(), &spec) {
-                let previous_serial = state.store.fleet_serial(&record.name).await.ok().flatten();
                 let waves = spec.rollout.waves(bound_agents.len(), urgent);
                 let created_at = crate::agents::now_ms();
+                // After a compromise there is nothing to go back to, and every agent (bound
+                // now or later) gets the new certificate at once.
+                let previous_serial = if urgent {
+                    None
+                } else {
+                    state.store.fleet_serial(&record.name).await.ok().flatten()
+                };
                 fleet.push(FleetWrite::Payload(payload));
                 fleet.push(FleetWrite::CreateRollout(NewRollout {
                     managed_name: record.name.clone(),
@@ -257,16 +264,27 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
                     urgent,
                     agents: bound_agents
                         .iter()
-                        .cloned()
-                        .zip(waves.into_iter().map(i64::from))
+                        .zip(waves)
+                        .map(|(binding, wave)| RolloutAgent {
+                            agent_id: binding.agent_id.clone(),
+                            wave: i64::from(wave),
+                            previous_serial: if urgent {
+                                None
+                            } else {
+                                binding.deployed_serial.clone()
+                            },
+                            confirmed_at: None,
+                        })
                         .collect(),
-                    requested_at: if urgent {
-                        record.updated_at * 1000
-                    } else {
-                        created_at
-                    },
+                    requested_at: record.compromised_at.unwrap_or(created_at),
                     created_at,
                 }));
+                if urgent {
+                    fleet.push(FleetWrite::FleetSerial {
+                        managed_name: record.name.clone(),
+                        serial: issued.serial.clone(),
+                    });
+                }
             }
             let policy = spec.as_ref().map(|s| s.renewal).unwrap_or_default();
             let (next, reason) =
@@ -291,6 +309,8 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
                         serial: Some(issued.serial.clone()),
                     },
                     key_sealed: issued.key_sealed.clone(),
+                    compromise_seen: record.compromised_at,
+                    compromise_answered: true,
                 },
                 audit_event(
                     &record.name,
@@ -337,6 +357,8 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
                         serial: failed.issued.as_ref().map(|i| i.serial.clone()),
                     },
                     key_sealed: record.key_sealed.clone(),
+                    compromise_seen: record.compromised_at,
+                    compromise_answered: false,
                 },
                 audit_event(
                     &record.name,

@@ -288,7 +288,7 @@ async fn revoke_checked(
 }
 
 /// Lower-case hex without separators or leading zero bytes.
-fn normalize_serial(serial: &str) -> Result<String, Problem> {
+pub(crate) fn normalize_serial(serial: &str) -> Result<String, Problem> {
     let hex_digits: String = serial
         .chars()
         .filter(|c| *c != ':' && !c.is_whitespace())

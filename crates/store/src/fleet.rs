@@ -63,6 +63,8 @@ pub struct AgentBinding {
     pub deployed_serial: Option<String>,
     /// Serial the agent last tried to deploy.
     pub attempted_serial: Option<String>,
+    /// Which offer of that serial the try answered (a rollout wave's release time, or 0).
+    pub attempt: i64,
     /// Why that attempt failed.
     pub error: Option<String>,
     /// Unix milliseconds.
@@ -122,6 +124,8 @@ pub struct RolloutAgent {
     pub agent_id: String,
     /// Its wave (0 = canary).
     pub wave: i64,
+    /// What it served when the rollout began: it goes back to that on a halt or an abort.
+    pub previous_serial: Option<String>,
     /// When it confirmed the new serial (Unix milliseconds).
     pub confirmed_at: Option<i64>,
 }
@@ -133,12 +137,12 @@ pub struct NewRollout {
     pub managed_name: String,
     /// The new serial.
     pub serial: String,
-    /// What agents serve now.
+    /// What agents outside the rollout serve now (`fleet_serial`).
     pub previous_serial: Option<String>,
     /// One wave, no halt.
     pub urgent: bool,
-    /// (agent id, wave).
-    pub agents: Vec<(String, i64)>,
+    /// The agents, their waves and what each serves now.
+    pub agents: Vec<RolloutAgent>,
     /// Unix milliseconds.
     pub requested_at: i64,
     /// Unix milliseconds.
@@ -186,10 +190,15 @@ pub enum FleetWrite {
     Payload(AgentPayload),
     /// Start a rollout; older unfinished rollouts of the same certificate are aborted.
     CreateRollout(NewRollout),
-    /// Move a rollout on.
+    /// Move a rollout on, if it is still as it was read (else the change fails with a
+    /// conflict and nothing is written).
     UpdateRollout {
         /// Rollout id.
         id: i64,
+        /// The state it was read in.
+        expected_state: String,
+        /// The wave it was read at.
+        expected_wave: i64,
         /// New state.
         state: String,
         /// Wave released last.
@@ -217,10 +226,13 @@ pub enum FleetWrite {
         /// Serial.
         serial: String,
     },
-    /// A key compromise: renew at once with a new key (the kept key is dropped).
+    /// A key compromise: renew at once with a new key (the kept key is dropped), and stop
+    /// handing the compromised certificate and key to agents.
     Compromise {
         /// The managed certificate.
         managed_name: String,
+        /// When it was declared (Unix milliseconds).
+        at_ms: i64,
     },
 }
 
@@ -229,8 +241,8 @@ pub const COMPROMISE_REASON: &str = "key compromise";
 
 const AGENT_COLUMNS: &str = "id, name, tenant, status, identity_serial, previous_identity_serial, \
     identity_not_after, enrolled_at, revoked_at";
-const BINDING_COLUMNS: &str =
-    "agent_id, managed_name, target, deployed_serial, attempted_serial, error, reported_at";
+const BINDING_COLUMNS: &str = "agent_id, managed_name, target, deployed_serial, attempted_serial, \
+    attempt, error, reported_at";
 const ROLLOUT_COLUMNS: &str = "id, managed_name, serial, previous_serial, state, urgent, current_wave, \
     last_wave, wave_released_at, reason, requested_at, created_at, finished_at";
 
@@ -255,8 +267,18 @@ fn decode_binding(row: &AnyRow) -> Result<AgentBinding, StoreError> {
         target: row.try_get("target")?,
         deployed_serial: row.try_get("deployed_serial")?,
         attempted_serial: row.try_get("attempted_serial")?,
+        attempt: row.try_get("attempt")?,
         error: row.try_get("error")?,
         reported_at: row.try_get("reported_at")?,
+    })
+}
+
+fn decode_rollout_agent(row: &AnyRow) -> Result<RolloutAgent, StoreError> {
+    Ok(RolloutAgent {
+        agent_id: row.try_get("agent_id")?,
+        wave: row.try_get("wave")?,
+        previous_serial: row.try_get("previous_serial")?,
+        confirmed_at: row.try_get("confirmed_at")?,
     })
 }
 
@@ -372,16 +394,17 @@ async fn apply_one(
         }
         FleetWrite::Binding(b) => {
             sqlx::query(&format!(
-                "INSERT INTO agent_bindings ({BINDING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                "INSERT INTO agent_bindings ({BINDING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (agent_id, managed_name) DO UPDATE SET target = excluded.target, \
                    deployed_serial = excluded.deployed_serial, attempted_serial = excluded.attempted_serial, \
-                   error = excluded.error, reported_at = excluded.reported_at"
+                   attempt = excluded.attempt, error = excluded.error, reported_at = excluded.reported_at"
             ))
             .bind(&b.agent_id)
             .bind(&b.managed_name)
             .bind(&b.target)
             .bind(&b.deployed_serial)
             .bind(&b.attempted_serial)
+            .bind(b.attempt)
             .bind(&b.error)
             .bind(b.reported_at)
             .execute(&mut **tx)
@@ -420,7 +443,7 @@ async fn apply_one(
             .bind(&r.managed_name)
             .execute(&mut **tx)
             .await?;
-            let last_wave = r.agents.iter().map(|(_, w)| *w).max().unwrap_or(0);
+            let last_wave = r.agents.iter().map(|a| a.wave).max().unwrap_or(0);
             let row = sqlx::query(
                 "INSERT INTO rollouts (managed_name, serial, previous_serial, state, urgent, current_wave, \
                    last_wave, wave_released_at, requested_at, created_at) \
@@ -436,19 +459,40 @@ async fn apply_one(
             .fetch_one(&mut **tx)
             .await?;
             let id: i64 = row.try_get("id")?;
-            for (agent_id, wave) in &r.agents {
+            for agent in &r.agents {
                 sqlx::query(
-                    "INSERT INTO rollout_agents (rollout_id, agent_id, wave) VALUES ($1, $2, $3)",
+                    "INSERT INTO rollout_agents (rollout_id, agent_id, wave, previous_serial) \
+                     VALUES ($1, $2, $3, $4)",
                 )
                 .bind(id)
-                .bind(agent_id)
-                .bind(wave)
+                .bind(&agent.agent_id)
+                .bind(agent.wave)
+                .bind(&agent.previous_serial)
                 .execute(&mut **tx)
                 .await?;
             }
+            // Keys for agents are kept only while a rollout may hand them out: the new serial
+            // and what its agents (and the rest of the fleet) would go back to.
+            let mut keep: Vec<&str> = vec![r.serial.as_str()];
+            keep.extend(r.previous_serial.as_deref());
+            keep.extend(r.agents.iter().filter_map(|a| a.previous_serial.as_deref()));
+            keep.sort_unstable();
+            keep.dedup();
+            let placeholders: Vec<String> = (2..keep.len() + 2).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "DELETE FROM agent_payloads WHERE managed_name = $1 AND serial NOT IN ({})",
+                placeholders.join(", ")
+            );
+            let mut prune = sqlx::query(&sql).bind(&r.managed_name);
+            for serial in keep {
+                prune = prune.bind(serial);
+            }
+            prune.execute(&mut **tx).await?;
         }
         FleetWrite::UpdateRollout {
             id,
+            expected_state,
+            expected_wave,
             state,
             current_wave,
             wave_released_at,
@@ -457,7 +501,7 @@ async fn apply_one(
         } => {
             let result = sqlx::query(
                 "UPDATE rollouts SET state = $1, current_wave = $2, wave_released_at = $3, reason = $4, \
-                   finished_at = $5 WHERE id = $6",
+                   finished_at = $5 WHERE id = $6 AND state = $7 AND current_wave = $8",
             )
             .bind(state)
             .bind(current_wave)
@@ -465,10 +509,14 @@ async fn apply_one(
             .bind(reason)
             .bind(finished_at)
             .bind(id)
+            .bind(expected_state)
+            .bind(expected_wave)
             .execute(&mut **tx)
             .await?;
             if result.rows_affected() == 0 {
-                return Err(StoreError::NotFound(format!("rollout {id}")));
+                return Err(StoreError::Conflict(format!(
+                    "rollout {id} is no longer {expected_state} at wave {expected_wave}; look at it again"
+                )));
             }
         }
         FleetWrite::Confirm {
@@ -496,14 +544,19 @@ async fn apply_one(
                 .execute(&mut **tx)
                 .await?;
         }
-        FleetWrite::Compromise { managed_name } => {
+        FleetWrite::Compromise {
+            managed_name,
+            at_ms,
+        } => {
             let result = sqlx::query(
                 "UPDATE managed_certificates SET next_action_at = $1, next_action_reason = $2, \
-                   key_sealed = NULL, updated_at = $1 WHERE name = $3",
+                   key_sealed = NULL, fleet_serial = NULL, compromised_at = $4, updated_at = $1 \
+                 WHERE name = $3",
             )
             .bind(now_s)
             .bind(COMPROMISE_REASON)
             .bind(managed_name)
+            .bind(at_ms)
             .execute(&mut **tx)
             .await?;
             if result.rows_affected() == 0 {
@@ -511,6 +564,10 @@ async fn apply_one(
                     "managed certificate {managed_name:?}"
                 )));
             }
+            sqlx::query("DELETE FROM agent_payloads WHERE managed_name = $1")
+                .bind(managed_name)
+                .execute(&mut **tx)
+                .await?;
         }
     }
     Ok(())
@@ -675,43 +732,38 @@ impl Store {
         rows.iter().map(decode_rollout).collect()
     }
 
-    /// The newest rollout of a managed certificate, with the wave of `agent_id` in it (if any).
+    /// The newest rollout of a managed certificate, with `agent_id`'s place in it (if any).
     pub async fn latest_rollout_for(
         &self,
         managed_name: &str,
         agent_id: &str,
-    ) -> Result<Option<(RolloutRecord, Option<i64>)>, StoreError> {
+    ) -> Result<Option<(RolloutRecord, Option<RolloutAgent>)>, StoreError> {
         let Some(rollout) = self.rollouts(Some(managed_name), 1).await?.pop() else {
             return Ok(None);
         };
-        let wave =
-            sqlx::query("SELECT wave FROM rollout_agents WHERE rollout_id = $1 AND agent_id = $2")
-                .bind(rollout.id)
-                .bind(agent_id)
-                .fetch_optional(self.pool())
-                .await?
-                .map(|row| row.try_get::<i64, _>("wave"))
-                .transpose()?;
-        Ok(Some((rollout, wave)))
+        let member = sqlx::query(
+            "SELECT agent_id, wave, previous_serial, confirmed_at FROM rollout_agents \
+             WHERE rollout_id = $1 AND agent_id = $2",
+        )
+        .bind(rollout.id)
+        .bind(agent_id)
+        .fetch_optional(self.pool())
+        .await?
+        .as_ref()
+        .map(decode_rollout_agent)
+        .transpose()?;
+        Ok(Some((rollout, member)))
     }
 
     /// The agents of a rollout.
     pub async fn rollout_agents(&self, rollout_id: i64) -> Result<Vec<RolloutAgent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT agent_id, wave, confirmed_at FROM rollout_agents WHERE rollout_id = $1 \
-             ORDER BY wave, agent_id",
+            "SELECT agent_id, wave, previous_serial, confirmed_at FROM rollout_agents \
+             WHERE rollout_id = $1 ORDER BY wave, agent_id",
         )
         .bind(rollout_id)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(RolloutAgent {
-                    agent_id: row.try_get("agent_id")?,
-                    wave: row.try_get("wave")?,
-                    confirmed_at: row.try_get("confirmed_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(decode_rollout_agent).collect()
     }
 }

@@ -6,7 +6,8 @@ use sqlx::{Any, Row, Transaction};
 use crate::{Backend, Change, ManagedRecord, RenewalAttempt, Store, StoreError};
 
 const COLUMNS: &str = "name, tenant, spec, state, current_serial, not_after, next_action_at, \
-    next_action_reason, consecutive_failures, targets, created_at, updated_at, key_sealed";
+    next_action_reason, consecutive_failures, targets, created_at, updated_at, key_sealed, \
+    compromised_at";
 
 fn decode(row: &AnyRow) -> Result<ManagedRecord, StoreError> {
     Ok(ManagedRecord {
@@ -23,6 +24,7 @@ fn decode(row: &AnyRow) -> Result<ManagedRecord, StoreError> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         key_sealed: row.try_get("key_sealed")?,
+        compromised_at: row.try_get("compromised_at")?,
     })
 }
 
@@ -64,10 +66,19 @@ pub(crate) async fn apply(
         .await?;
     }
     for outcome in &change.managed_outcomes {
+        // A compromise declared while the attempt ran ($11 is the one it saw) keeps its
+        // immediate renewal and drops any kept key; one the attempt answered ($12) is cleared.
         let result = sqlx::query(
             "UPDATE managed_certificates SET state = $1, current_serial = $2, not_after = $3, \
-               next_action_at = $4, next_action_reason = $5, consecutive_failures = $6, targets = $7, \
-               lease_owner = NULL, lease_until = NULL, updated_at = $8, key_sealed = $10 WHERE name = $9",
+               next_action_at = CASE WHEN COALESCE(compromised_at, 0) <> COALESCE($11, 0) THEN $8 ELSE $4 END, \
+               next_action_reason = CASE WHEN COALESCE(compromised_at, 0) <> COALESCE($11, 0) \
+                 THEN next_action_reason ELSE $5 END, \
+               consecutive_failures = $6, targets = $7, \
+               lease_owner = NULL, lease_until = NULL, updated_at = $8, \
+               key_sealed = CASE WHEN COALESCE(compromised_at, 0) <> COALESCE($11, 0) THEN NULL ELSE $10 END, \
+               compromised_at = CASE WHEN COALESCE(compromised_at, 0) = COALESCE($11, 0) AND $12 = 1 \
+                 THEN NULL ELSE compromised_at END \
+             WHERE name = $9",
         )
         .bind(&outcome.state)
         .bind(&outcome.current_serial)
@@ -79,6 +90,8 @@ pub(crate) async fn apply(
         .bind(now_s)
         .bind(&outcome.name)
         .bind(&outcome.key_sealed)
+        .bind(outcome.compromise_seen)
+        .bind(i64::from(outcome.compromise_answered))
         .execute(&mut **tx)
         .await?;
         if result.rows_affected() == 0 {

@@ -502,6 +502,8 @@ pub struct ManagedRecord {
     pub updated_at: i64,
     /// The sealed private key kept across renewals (`key.rotate = false`).
     pub key_sealed: Option<String>,
+    /// When a key compromise was declared and not yet answered (Unix milliseconds).
+    pub compromised_at: Option<i64>,
 }
 
 /// What one reconciler attempt ended with.
@@ -527,6 +529,11 @@ pub struct ManagedOutcome {
     pub attempt: RenewalAttempt,
     /// The sealed key kept for the next renewal (`key.rotate = false`), or none.
     pub key_sealed: Option<String>,
+    /// The compromise declaration the attempt saw when it was claimed. A newer one (declared
+    /// during the attempt) wins over the outcome: renewal at once, no kept key.
+    pub compromise_seen: Option<i64>,
+    /// The attempt answered the compromise it saw (a new certificate was obtained).
+    pub compromise_answered: bool,
 }
 
 /// Next action reasons a person set (a renewal requested, a declaration new or changed): the

@@ -1038,6 +1038,8 @@ both_backends!(
                         serial: Some("01".into()),
                     },
                     key_sealed: Some("v1:sealed".into()),
+                    compromise_seen: None,
+                    compromise_answered: true,
                 }],
                 ..Change::default()
             })
@@ -1202,6 +1204,7 @@ both_backends!(
                     target: "{}".into(),
                     deployed_serial: None,
                     attempted_serial: None,
+                    attempt: 0,
                     error: None,
                     reported_at: now * 1000,
                 })],
@@ -1215,7 +1218,12 @@ both_backends!(
             serial: serial.into(),
             previous_serial: None,
             urgent: false,
-            agents: vec![("a1".into(), 0)],
+            agents: vec![RolloutAgent {
+                agent_id: "a1".into(),
+                wave: 0,
+                previous_serial: Some("s0".into()),
+                confirmed_at: None,
+            }],
             requested_at: now * 1000,
             created_at: now * 1000,
         };
@@ -1234,12 +1242,38 @@ both_backends!(
         assert_eq!(rollouts[0].state, "running");
         assert_eq!(rollouts[1].state, "aborted");
         assert_eq!(store.running_rollouts().await.unwrap().len(), 1);
-        let (latest, wave) = store
+        let (latest, member) = store
             .latest_rollout_for("web", "a1")
             .await
             .unwrap()
             .unwrap();
-        assert_eq!((latest.serial.as_str(), wave), ("s2", Some(0)));
+        let member = member.unwrap();
+        assert_eq!(latest.serial, "s2");
+        assert_eq!(
+            (member.wave, member.previous_serial.as_deref()),
+            (0, Some("s0"))
+        );
+        // A rollout moves on only from the state it was read in.
+        let update = |expected: &str| Change {
+            fleet: vec![FleetWrite::UpdateRollout {
+                id: latest.id,
+                expected_state: expected.into(),
+                expected_wave: 0,
+                state: "paused".into(),
+                current_wave: 0,
+                wave_released_at: 0,
+                reason: None,
+                finished_at: None,
+            }],
+            ..Change::default()
+        };
+        let stale = store.apply(update("halted")).await;
+        assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+        store.apply(update("running")).await.unwrap();
+        assert_eq!(
+            store.rollout(latest.id).await.unwrap().unwrap().state,
+            "paused"
+        );
 
         store
             .apply(Change {
@@ -1254,5 +1288,63 @@ both_backends!(
         assert_eq!(store.agent("a1").await.unwrap().unwrap().status, "revoked");
         // Revoked agents' bindings no longer count.
         assert!(store.bindings_of("web").await.unwrap().is_empty());
+
+        // A compromise declared while an attempt runs survives that attempt's outcome; the
+        // attempt that saw it clears it.
+        store
+            .apply(Change {
+                fleet: vec![FleetWrite::Compromise {
+                    managed_name: "web".into(),
+                    at_ms: now * 1000,
+                }],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        let outcome = |seen: Option<i64>| ManagedOutcome {
+            name: "web".into(),
+            state: "ready".into(),
+            current_serial: Some("s3".into()),
+            not_after: Some(now + 86_400),
+            next_action_at: now + 50_000,
+            next_action_reason: "fraction".into(),
+            consecutive_failures: 0,
+            targets: "[]".into(),
+            attempt: RenewalAttempt {
+                managed_name: "web".into(),
+                started_at: now,
+                duration_ms: 1,
+                issuer: "internal".into(),
+                outcome: "success".into(),
+                error: None,
+                serial: Some("s3".into()),
+            },
+            key_sealed: Some("v1:kept".into()),
+            compromise_seen: seen,
+            compromise_answered: true,
+        };
+        store
+            .apply(Change {
+                managed_outcomes: vec![outcome(None)],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        let record = store.managed_certificate("web").await.unwrap().unwrap();
+        assert_eq!(record.compromised_at, Some(now * 1000));
+        assert_eq!(record.next_action_reason, COMPROMISE_REASON);
+        assert!(record.next_action_at <= now + 5);
+        assert_eq!(record.key_sealed, None);
+        store
+            .apply(Change {
+                managed_outcomes: vec![outcome(Some(now * 1000))],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        let record = store.managed_certificate("web").await.unwrap().unwrap();
+        assert_eq!(record.compromised_at, None);
+        assert_eq!(record.next_action_at, now + 50_000);
+        assert_eq!(record.key_sealed.as_deref(), Some("v1:kept"));
     }
 );

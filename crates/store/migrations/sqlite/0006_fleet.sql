@@ -33,6 +33,7 @@ CREATE TABLE agent_bindings (
     target TEXT NOT NULL,
     deployed_serial TEXT,
     attempted_serial TEXT,
+    attempt BIGINT NOT NULL,
     error TEXT,
     reported_at BIGINT NOT NULL,
     PRIMARY KEY (agent_id, managed_name)
@@ -74,9 +75,12 @@ CREATE TABLE rollout_agents (
     rollout_id BIGINT NOT NULL,
     agent_id TEXT NOT NULL,
     wave BIGINT NOT NULL,
+    previous_serial TEXT,
     confirmed_at BIGINT,
     PRIMARY KEY (rollout_id, agent_id)
 );
 
 -- The serial every agent outside a running rollout serves.
 ALTER TABLE managed_certificates ADD COLUMN fleet_serial TEXT;
+-- When a key compromise was declared (ms) and not yet answered by a new certificate.
+ALTER TABLE managed_certificates ADD COLUMN compromised_at BIGINT;
