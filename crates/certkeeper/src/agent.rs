@@ -543,15 +543,16 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             deployed_any = true;
         }
         save_state(&settings.state_dir, &state);
-        let mut renewal_failed = false;
+        // Still due after this round (failed now, or failed less than a minute ago).
+        let mut renewal_pending = response.renew_identity;
         if response.renew_identity && unix_now() - renewal_failed_at >= 60 {
             match renew_identity(&settings, &http).await {
                 Ok(renewed) => {
                     identity = renewed;
                     http = client(&settings, Some(&identity))?;
+                    renewal_pending = false;
                 }
                 Err(error) => {
-                    renewal_failed = true;
                     renewal_failed_at = unix_now();
                     tracing::warn!(%error, "identity renewal failed; trying again in a minute");
                 }
@@ -568,7 +569,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         // Report a deployment at once. A held-back retry or a failed renewal would make the
         // server answer at once again, so pause first; otherwise wait on the server for news.
         wait = if deployed_any { 0 } else { settings.sync_wait };
-        if !deployed_any && (held_back || renewal_failed || response.renew_identity) {
+        if !deployed_any && (held_back || renewal_pending) {
             tokio::time::sleep(Duration::from_secs(settings.sync_wait.max(1))).await;
         }
     }

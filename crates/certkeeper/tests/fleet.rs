@@ -87,10 +87,14 @@ struct Fleet {
 }
 
 fn start_server(dir: &Path, ports: [u16; 3]) -> TestServer {
+    start_server_with(dir, ports, "sync_wait = \"5s\"\n")
+}
+
+fn start_server_with(dir: &Path, ports: [u16; 3], agents: &str) -> TestServer {
     let config = dir.join("server.toml");
     std::fs::write(
         &config,
-        "[lifecycle]\ntick_ms = 100\n\n[agents]\nsync_wait = \"5s\"\n",
+        format!("[lifecycle]\ntick_ms = 100\n\n[agents]\n{agents}"),
     )
     .unwrap();
     let listen = format!("127.0.0.1:{}", ports[0]);
@@ -634,4 +638,106 @@ async fn compromise_replaces_the_certificate_on_twenty_agents_and_ocsp_says_revo
         String::from_utf8_lossy(&ocsp.stderr)
     );
     assert!(answer.contains("keyCompromise"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_renews_its_identity_by_possession_and_keeps_syncing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let server = start_server_with(
+        dir.path(),
+        ports,
+        "sync_wait = \"1s\"\nidentity_lifetime = \"15s\"\n",
+    );
+    let root = dir.path().join("data/ca/root.crt");
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--server", &server.https, "--token", server.token()]);
+        let root = root.display().to_string();
+        all.extend_from_slice(&["--ca-file", &root]);
+        certkeeper(&all, dir.path(), &[])
+    };
+    let token = cli(&["agent", "token", "create"]);
+    assert!(token.status.success(), "{}", text(&token));
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+    let state = dir.path().join("agent-state");
+    let log = dir.path().join("agent.log");
+    let mut agent = Command::new(BIN)
+        .args(["agent", "run", "--name", "sidecar", "--server"])
+        .arg(server.agents.as_deref().unwrap())
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--ca-file")
+        .arg(&root)
+        .env("CERTKEEPER_BOOTSTRAP_TOKEN", &token)
+        .env("CERTKEEPER_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let identity = || -> String {
+        let out = cli(&["agent", "list", "--output", "json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let agents: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        agents[0]["identity_serial"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while identity().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first = identity();
+    // Two renewals in a row, each with the identity before it (15 s lifetime, renewed at 5 s left).
+    let mut seen = vec![first.clone()];
+    while seen.len() < 3 {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(20),
+            "renewals seen: {seen:?}\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        let now = identity();
+        if !now.is_empty() && seen.last() != Some(&now) {
+            seen.push(now);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        agent.try_wait().unwrap().is_none(),
+        "the agent is still running"
+    );
+    // The file the agent holds is the latest identity, key and certificate together, 0600.
+    let pem = std::fs::read_to_string(state.join("identity.pem")).unwrap();
+    assert!(pem.contains("PRIVATE KEY") && pem.contains("CERTIFICATE"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(state.join("identity.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(state.join("identity.pem"))
+        .output()
+        .unwrap();
+    let serial = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_ascii_lowercase();
+    let latest = identity();
+    assert_eq!(serial, latest);
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(log_text.contains("identity renewed"), "{log_text}");
+    assert!(
+        !log_text.contains("refused") && !log_text.contains("revoked"),
+        "{log_text}"
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
 }

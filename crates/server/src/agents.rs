@@ -249,7 +249,7 @@ fn identity_profile(lifetime: u64) -> Profile {
 fn issue_identity(state: &SharedState, agent_id: &str, csr_pem: &str) -> Result<Identity, Problem> {
     let csr =
         parse_csr(csr_pem.as_bytes()).map_err(|e| Problem::malformed(format!("csr_pem: {e}")))?;
-    let lifetime = state.fleet.config.identity_lifetime.max(60);
+    let lifetime = state.fleet.config.identity_lifetime.max(10);
     let profile = identity_profile(lifetime);
     let now = time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
@@ -801,8 +801,10 @@ async fn sync(
     let errors = record_reports(&state, &agent, &request.bindings).await?;
     let bundle = trust_bundle(&state);
     let bundle_sha = sha256_hex(&bundle);
-    let lifetime = (identity.not_after - identity.not_before).max(1);
-    let renew_identity = now_s() >= identity.not_before + lifetime * 2 / 3;
+    // Renew when a third of the configured lifetime is left (the certificate's own validity
+    // starts a minute early, so it is not the measure).
+    let lifetime = i64::try_from(state.fleet.config.identity_lifetime.max(10)).unwrap_or(86_400);
+    let renew_identity = now_s() >= identity.not_after - lifetime / 3;
     let wait = Duration::from_secs(request.wait_seconds.min(state.fleet.config.sync_wait));
     let deadline = tokio::time::Instant::now() + wait;
     let mut first: Option<Vec<(Option<String>, i64)>> = None;
