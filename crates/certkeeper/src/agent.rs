@@ -449,7 +449,17 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     };
     let mut http = client(&settings, Some(&identity))?;
     let mut state = load_state(&settings.state_dir);
-    let mut trust_sha256: Option<String> = None;
+    // What it holds already (checked against every copy at the first answer).
+    let mut trust_sha256: Option<String> =
+        std::fs::read(settings.state_dir.join("trust-bundle.pem"))
+            .ok()
+            .filter(|_| {
+                settings.trust_bundle.as_ref().is_none_or(|path| {
+                    std::fs::read(path).ok()
+                        == std::fs::read(settings.state_dir.join("trust-bundle.pem")).ok()
+                })
+            })
+            .map(|bytes| certkeeper_pki::sha256_hex(&bytes));
     let mut failures = 0u32;
     let mut wait = 0;
     let mut renewal_failed_at = 0;
@@ -488,8 +498,9 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             }
         };
         failures = 0;
-        if trust_sha256.as_deref() != Some(response.trust_sha256.as_str()) {
-            keep_trust_bundle(&settings, &response.trust_bundle_pem);
+        if trust_sha256.as_deref() != Some(response.trust_sha256.as_str())
+            && keep_trust_bundle(&settings, &response.trust_bundle_pem)
+        {
             trust_sha256 = Some(response.trust_sha256.clone());
         }
         for answer in &response.bindings {
@@ -575,17 +586,24 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     }
 }
 
-fn keep_trust_bundle(settings: &Settings, pem: &str) {
+/// Writes the trust bundle where the agent keeps it (and where local services read it); true
+/// when every copy holds it, so the agent may tell the server it has it.
+fn keep_trust_bundle(settings: &Settings, pem: &str) -> bool {
     let mut paths = vec![settings.state_dir.join("trust-bundle.pem")];
     paths.extend(settings.trust_bundle.clone());
+    let mut kept = true;
     for path in paths {
         if std::fs::read_to_string(&path).ok().as_deref() == Some(pem) {
             continue;
         }
         if let Err(error) = write_atomic(&path, pem.as_bytes(), PUBLIC) {
+            kept = false;
             tracing::warn!(%error, path = %path.display(), "cannot write the trust bundle");
+        } else {
+            tracing::info!(path = %path.display(), "trust bundle updated");
         }
     }
+    kept
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use certkeeper_server::agents::BootstrapTokenCreated;
-use certkeeper_server::fleet_api::{AgentView, CompromiseResponse, RolloutView};
+use certkeeper_server::fleet_api::{
+    AgentView, CompromiseResponse, RolloutView, TrustAddRequest, TrustStatus,
+};
 use clap::Subcommand;
 
 use crate::client::Client;
@@ -421,5 +423,108 @@ pub async fn compromise(args: CompromiseArgs) -> Result<ExitCode, CliError> {
             )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `certkeeper ca trust ...`.
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Add a CA certificate (a new intermediate or root) to every agent's trust bundle, ahead
+    /// of its use.
+    Add {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The CA certificate, PEM.
+        certificate: std::path::PathBuf,
+    },
+    /// The trust bundle and which agents hold it; exits 1 while some do not.
+    Status {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Wait up to this long (such as 5m) for every agent to hold it.
+        #[arg(long)]
+        wait: Option<String>,
+    },
+}
+
+fn print_trust(status: &TrustStatus, format: OutputFormat) -> Result<(), CliError> {
+    if format == OutputFormat::Json {
+        return print_json(status);
+    }
+    print_table(
+        &["SUBJECT", "KIND", "EXPIRES", "SHA-256"],
+        status
+            .certificates
+            .iter()
+            .map(|c| {
+                vec![
+                    c.subject.clone(),
+                    c.kind.clone(),
+                    c.not_after.clone(),
+                    c.fingerprint.clone(),
+                ]
+            })
+            .collect(),
+    );
+    println!(
+        "{} of {} active agents hold this bundle{}",
+        status.agents_holding,
+        status.agents,
+        if status.missing.is_empty() {
+            String::new()
+        } else {
+            format!("; not yet: {}", status.missing.join(", "))
+        }
+    );
+    Ok(())
+}
+
+/// Runs `certkeeper ca trust ...`.
+pub async fn trust(command: TrustCommand) -> Result<ExitCode, CliError> {
+    match command {
+        TrustCommand::Add {
+            server,
+            certificate,
+        } => {
+            let pem = std::fs::read_to_string(&certificate)
+                .map_err(|e| CliError::file(&certificate, e))?;
+            let client = Client::new(&server)?;
+            let status: TrustStatus = client
+                .post(
+                    "/api/v1/ca/trust",
+                    &TrustAddRequest {
+                        certificate_pem: pem,
+                    },
+                )
+                .await?;
+            print_trust(&status, server.output)?;
+            if server.output == OutputFormat::Table {
+                println!(
+                    "agents pick it up at once; `certkeeper ca trust status --wait 5m` returns when all hold it"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TrustCommand::Status { server, wait } => {
+            let wait = match wait {
+                Some(text) => certkeeper_server::config::parse_duration(&text)
+                    .map_err(|e| CliError::Usage(format!("--wait: {e}")))?,
+                None => 0,
+            };
+            let client = Client::new(&server)?;
+            let deadline = Instant::now() + Duration::from_secs(wait);
+            loop {
+                let status: TrustStatus = client.get("/api/v1/ca/trust").await?;
+                if status.ready || Instant::now() >= deadline {
+                    print_trust(&status, server.output)?;
+                    return Ok(if status.ready {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     }
 }

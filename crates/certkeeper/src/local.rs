@@ -308,6 +308,10 @@ pub enum CaCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// The trust bundle agents keep: add a new intermediate or root ahead of its use, and
+    /// see which agents hold it.
+    #[command(subcommand)]
+    Trust(crate::fleet::TrustCommand),
 }
 
 /// Runs a `ca` subcommand.
@@ -356,6 +360,7 @@ pub async fn ca(command: CaCommand) -> Result<ExitCode, CliError> {
             println!("intermediate installed; `certkeeper serve` will issue with it");
             Ok(ExitCode::SUCCESS)
         }
+        CaCommand::Trust(command) => crate::fleet::trust(command).await,
     }
 }
 

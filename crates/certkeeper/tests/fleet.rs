@@ -741,3 +741,156 @@ async fn an_agent_renews_its_identity_by_possession_and_keeps_syncing() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+/// A self-signed certificate made by openssl: a CA (new root) or not.
+fn openssl_self_signed(dir: &Path, name: &str, ca: bool) -> PathBuf {
+    let out = dir.join(format!("{name}.pem"));
+    let constraints = if ca { "CA:true" } else { "CA:false" };
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(dir.join(format!("{name}.key")))
+        .arg("-out")
+        .arg(&out)
+        .args(["-days", "30", "-subj", &format!("/CN={name}")])
+        .args([
+            "-addext",
+            &format!("basicConstraints=critical,{constraints}"),
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_ca_certificate_reaches_every_agent_trust_bundle_and_status_says_who_lacks_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let server = start_server_with(dir.path(), ports, "sync_wait = \"2s\"\n");
+    let root = dir.path().join("data/ca/root.crt");
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--server", &server.https, "--token", server.token()]);
+        let root = root.display().to_string();
+        all.extend_from_slice(&["--ca-file", &root]);
+        certkeeper(&all, dir.path(), &[])
+    };
+    let mut agents = Vec::new();
+    for name in ["edge-1", "edge-2"] {
+        let token = cli(&["agent", "token", "create"]);
+        assert!(token.status.success(), "{}", text(&token));
+        let home = dir.path().join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(
+            home.join("token"),
+            String::from_utf8_lossy(&token.stdout).trim(),
+        )
+        .unwrap();
+        let h = home.display();
+        std::fs::write(
+            home.join("agent.toml"),
+            format!(
+                "server = \"{}\"\nname = \"{name}\"\nstate_dir = \"{h}/state\"\nca_file = \"{}\"\nbootstrap_token_file = \"{h}/token\"\ntrust_bundle = \"{h}/ca-bundle.pem\"\nsync_wait = 2\n",
+                server.agents.as_deref().unwrap(),
+                root.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(BIN)
+            .args(["agent", "run", "--config"])
+            .arg(home.join("agent.toml"))
+            .env("CERTKEEPER_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(home.join("agent.log")).unwrap())
+            .spawn()
+            .unwrap();
+        agents.push((home, child));
+    }
+    // Both agents enroll, then hold the bundle in force.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = cli(&["agent", "list", "--output", "json"]);
+        let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+        if listed.as_array().unwrap().len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "agents did not enroll");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready = cli(&["ca", "trust", "status", "--wait", "30s"]);
+    assert!(ready.status.success(), "{}", text(&ready));
+    assert!(
+        text(&ready).contains("2 of 2 active agents hold this bundle"),
+        "{}",
+        text(&ready)
+    );
+
+    // A new root reaches both before anything could be signed with it.
+    let next_root = openssl_self_signed(dir.path(), "next-root", true);
+    let added = cli(&["ca", "trust", "add", next_root.to_str().unwrap()]);
+    assert!(added.status.success(), "{}", text(&added));
+    let ready = cli(&["ca", "trust", "status", "--wait", "30s", "--output", "json"]);
+    assert!(ready.status.success(), "{}", text(&ready));
+    let status: serde_json::Value = serde_json::from_slice(&ready.stdout).unwrap();
+    assert_eq!(status["ready"], true, "{status:#}");
+    assert!(
+        status["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["kind"] == "added" && c["subject"].as_str().unwrap().contains("next-root"))
+    );
+    let body = std::fs::read_to_string(&next_root).unwrap();
+    let body = body.trim();
+    for (home, _) in &agents {
+        let bundle = std::fs::read_to_string(home.join("ca-bundle.pem")).unwrap();
+        assert!(
+            bundle.contains(body),
+            "{} lacks the new root",
+            home.display()
+        );
+        let kept = std::fs::read_to_string(home.join("state/trust-bundle.pem")).unwrap();
+        assert_eq!(kept, bundle);
+    }
+
+    // With one agent stopped, the next addition is not ready, and status names who lacks it.
+    let (_, mut stopped) = agents.pop().unwrap();
+    let _ = stopped.kill();
+    let _ = stopped.wait();
+    let another = openssl_self_signed(dir.path(), "another-root", true);
+    let added = cli(&["ca", "trust", "add", another.to_str().unwrap()]);
+    assert!(added.status.success(), "{}", text(&added));
+    let not_ready = cli(&["ca", "trust", "status", "--wait", "6s"]);
+    assert!(!not_ready.status.success(), "{}", text(&not_ready));
+    assert!(
+        text(&not_ready).contains("1 of 2 active agents hold this bundle; not yet: edge-2"),
+        "{}",
+        text(&not_ready)
+    );
+    let bundle = std::fs::read_to_string(agents[0].0.join("ca-bundle.pem")).unwrap();
+    assert!(bundle.contains(std::fs::read_to_string(&another).unwrap().trim()));
+
+    // Only CA certificates go into the bundle.
+    let leaf = openssl_self_signed(dir.path(), "leaf", false);
+    let refused = cli(&["ca", "trust", "add", leaf.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("is not a CA certificate"),
+        "{}",
+        text(&refused)
+    );
+    for (_, child) in &mut agents {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

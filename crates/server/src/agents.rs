@@ -86,7 +86,8 @@ fn random_hex(bytes: usize) -> Result<String, Problem> {
     Ok(hex::encode(buffer))
 }
 
-fn sha256_hex(text: &str) -> String {
+/// SHA-256 of a text, hex (what agents report for their trust bundle).
+pub fn sha256_hex(text: &str) -> String {
     certkeeper_pki::sha256_hex(text.as_bytes())
 }
 
@@ -297,9 +298,14 @@ fn identity_row(identity: &Identity, agent_id: &str) -> certkeeper_store::NewCer
     )
 }
 
-/// The PEM every agent trusts: the root and the issuing chain.
-pub fn trust_bundle(state: &SharedState) -> String {
-    format!("{}{}", state.ca.root_pem, state.ca.chain_pem)
+/// The PEM every agent trusts: the root, the issuing chain, and the CA certificates added
+/// ahead of their use (`certkeeper ca trust add`).
+pub async fn trust_bundle(state: &SharedState) -> Result<String, Problem> {
+    let mut bundle = format!("{}{}", state.ca.root_pem, state.ca.chain_pem);
+    for anchor in state.store.trust_anchors(now_s()).await? {
+        bundle.push_str(&anchor.certificate_pem);
+    }
+    Ok(bundle)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -582,6 +588,7 @@ async fn enroll_checked(
         identity_not_after: identity.summary.not_after,
         enrolled_at: now_s(),
         revoked_at: None,
+        trust_sha256: None,
     };
     let change = Change {
         certificates: vec![identity_row(&identity, &agent_id)],
@@ -626,7 +633,7 @@ async fn enroll_checked(
             to_pem("CERTIFICATE", &identity.der),
             identity.chain_pem
         ),
-        trust_bundle_pem: trust_bundle(state),
+        trust_bundle_pem: trust_bundle(state).await?,
         not_after: identity.summary.not_after,
     })
 }
@@ -681,7 +688,7 @@ async fn renew_identity(
             to_pem("CERTIFICATE", &identity.der),
             identity.chain_pem
         ),
-        trust_bundle_pem: trust_bundle(&state),
+        trust_bundle_pem: trust_bundle(&state).await?,
         not_after: identity.summary.not_after,
     }))
 }
@@ -799,8 +806,21 @@ async fn sync(
     };
     let mut updates = state.fleet.subscribe();
     let errors = record_reports(&state, &agent, &request.bindings).await?;
-    let bundle = trust_bundle(&state);
-    let bundle_sha = sha256_hex(&bundle);
+    // What the agent holds now, for `certkeeper ca trust status`.
+    if let Some(held) = &request.trust_sha256
+        && agent.trust_sha256.as_deref() != Some(held.as_str())
+    {
+        state
+            .store
+            .apply(Change {
+                fleet: vec![FleetWrite::TrustAck {
+                    agent_id: agent.id.clone(),
+                    sha256: held.clone(),
+                }],
+                ..Change::default()
+            })
+            .await?;
+    }
     // Renew when a third of the configured lifetime is left (the certificate's own validity
     // starts a minute early, so it is not the measure).
     let lifetime = i64::try_from(state.fleet.config.identity_lifetime.max(10)).unwrap_or(86_400);
@@ -824,6 +844,8 @@ async fn sync(
             ));
         }
         let (answers, deliveries) = desired(&state, &agent, &request.bindings, &errors).await?;
+        let bundle = trust_bundle(&state).await?;
+        let bundle_sha = sha256_hex(&bundle);
         let offers: Vec<(Option<String>, i64)> = answers
             .iter()
             .map(|a| (a.desired_serial.clone(), a.attempt))

@@ -30,6 +30,7 @@ pub fn routes() -> Router<SharedState> {
         .route("/api/v1/rollouts/{id}", get(get_rollout))
         .route("/api/v1/rollouts/{id}/{action}", post(act_on_rollout))
         .route("/api/v1/compromise", post(compromise))
+        .merge(trust_routes())
 }
 
 fn conflict(slug: &str, title: &str, detail: String) -> Problem {
@@ -642,4 +643,162 @@ async fn compromise(
             requested_at_ms,
         }),
     ))
+}
+
+/// Adds a CA certificate to every agent's trust bundle.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustAddRequest {
+    /// The CA certificate (a new intermediate or root), PEM.
+    pub certificate_pem: String,
+}
+
+/// One certificate of the trust bundle.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct TrustEntry {
+    /// Subject.
+    pub subject: String,
+    /// SHA-256 of the DER, hex.
+    pub fingerprint: String,
+    /// Expiry, RFC 3339.
+    pub not_after: String,
+    /// `in force` (root and issuing chain) or `added` (ahead of its use).
+    pub kind: String,
+}
+
+/// The trust bundle and which agents hold it.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct TrustStatus {
+    /// SHA-256 of the bundle agents should hold.
+    pub bundle_sha256: String,
+    /// Its certificates.
+    pub certificates: Vec<TrustEntry>,
+    /// Active agents.
+    pub agents: usize,
+    /// Active agents that said they hold this bundle.
+    pub agents_holding: usize,
+    /// Active agents that have not (yet): names.
+    pub missing: Vec<String>,
+    /// Every active agent holds it: what it adds may now be used.
+    pub ready: bool,
+}
+
+/// The trust routes.
+pub fn trust_routes() -> Router<SharedState> {
+    Router::new().route("/api/v1/ca/trust", get(trust_status).post(trust_add))
+}
+
+async fn trust_add(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Json(request): Json<TrustAddRequest>,
+) -> Result<Json<TrustStatus>, Problem> {
+    let principal = authorize(&state, &headers, Permission::ManageTokens, "ca.trust.add").await?;
+    let ders = certkeeper_pki::pem_to_der_certificates(request.certificate_pem.as_bytes())
+        .map_err(|e| Problem::malformed(format!("certificate_pem: {e}")))?;
+    let [der] = ders.as_slice() else {
+        return Err(Problem::malformed(format!(
+            "certificate_pem holds {} certificates; add one CA certificate at a time",
+            ders.len()
+        )));
+    };
+    let summary = certkeeper_pki::parse_certificate(der)
+        .map_err(|e| Problem::malformed(format!("certificate_pem: {e}")))?;
+    if !summary.is_ca {
+        return Err(Problem::malformed(format!(
+            "{} is not a CA certificate (basicConstraints cA is not set); the trust bundle takes roots and intermediates",
+            summary.subject
+        )));
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if summary.not_after <= now {
+        return Err(Problem::malformed(format!(
+            "{} expired at {}",
+            summary.subject,
+            rfc3339(summary.not_after)
+        )));
+    }
+    let anchor = certkeeper_store::TrustAnchor {
+        fingerprint: summary.fingerprint_sha256.clone(),
+        certificate_pem: certkeeper_pki::to_pem("CERTIFICATE", der),
+        subject: summary.subject.clone(),
+        not_after: summary.not_after,
+        added_by: principal.token_id.clone(),
+        added_at: now,
+    };
+    state
+        .store
+        .apply(Change {
+            fleet: vec![FleetWrite::TrustAnchor(anchor)],
+            audit: vec![AuditEvent {
+                actor: principal.token_id.clone(),
+                action: "ca.trust.add".into(),
+                object: summary.fingerprint_sha256.clone(),
+                outcome: Outcome::Success,
+                detail: serde_json::json!({"subject": summary.subject, "not_after": rfc3339(summary.not_after)}),
+            }],
+            ..Change::default()
+        })
+        .await?;
+    // Waiting agents get the new bundle now.
+    state.fleet.bump();
+    Ok(Json(trust_view(&state, &principal).await?))
+}
+
+async fn trust_status(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Json<TrustStatus>, Problem> {
+    let principal = authorize(&state, &headers, Permission::Read, "ca.trust.read").await?;
+    Ok(Json(trust_view(&state, &principal).await?))
+}
+
+async fn trust_view(state: &SharedState, principal: &Principal) -> Result<TrustStatus, Problem> {
+    let bundle = crate::agents::trust_bundle(state).await?;
+    let bundle_sha256 = crate::agents::sha256_hex(&bundle);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let added: std::collections::HashSet<String> = state
+        .store
+        .trust_anchors(now)
+        .await?
+        .into_iter()
+        .map(|a| a.fingerprint)
+        .collect();
+    let mut certificates = Vec::new();
+    for der in certkeeper_pki::pem_to_der_certificates(bundle.as_bytes())
+        .map_err(|e| Problem::internal(e.to_string()))?
+    {
+        let summary = certkeeper_pki::parse_certificate(&der)
+            .map_err(|e| Problem::internal(e.to_string()))?;
+        certificates.push(TrustEntry {
+            kind: if added.contains(&summary.fingerprint_sha256) {
+                "added".into()
+            } else {
+                "in force".into()
+            },
+            subject: summary.subject,
+            fingerprint: summary.fingerprint_sha256,
+            not_after: rfc3339(summary.not_after),
+        });
+    }
+    let active: Vec<certkeeper_store::AgentRecord> = state
+        .store
+        .agents()
+        .await?
+        .into_iter()
+        .filter(|a| a.status == "active" && visible(principal, &a.tenant))
+        .collect();
+    let missing: Vec<String> = active
+        .iter()
+        .filter(|a| a.trust_sha256.as_deref() != Some(bundle_sha256.as_str()))
+        .map(|a| a.name.clone())
+        .collect();
+    Ok(TrustStatus {
+        bundle_sha256,
+        certificates,
+        agents: active.len(),
+        agents_holding: active.len() - missing.len(),
+        ready: missing.is_empty(),
+        missing,
+    })
 }

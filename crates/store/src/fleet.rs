@@ -48,6 +48,25 @@ pub struct AgentRecord {
     pub enrolled_at: i64,
     /// Unix seconds.
     pub revoked_at: Option<i64>,
+    /// SHA-256 of the trust bundle the agent last said it holds (not written on enrollment).
+    pub trust_sha256: Option<String>,
+}
+
+/// A CA certificate in every agent's trust bundle ahead of its use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustAnchor {
+    /// SHA-256 of the DER, hex.
+    pub fingerprint: String,
+    /// The certificate, PEM.
+    pub certificate_pem: String,
+    /// Its subject.
+    pub subject: String,
+    /// Its expiry, Unix seconds.
+    pub not_after: i64,
+    /// Who added it.
+    pub added_by: String,
+    /// Unix seconds.
+    pub added_at: i64,
 }
 
 /// What an agent last reported about one binding.
@@ -226,6 +245,15 @@ pub enum FleetWrite {
         /// Serial.
         serial: String,
     },
+    /// Add a CA certificate to every agent's trust bundle (idempotent).
+    TrustAnchor(TrustAnchor),
+    /// The trust bundle an agent says it holds.
+    TrustAck {
+        /// The agent.
+        agent_id: String,
+        /// SHA-256 of the bundle.
+        sha256: String,
+    },
     /// A key compromise: renew at once with a new key (the kept key is dropped), and stop
     /// handing the compromised certificate and key to agents.
     Compromise {
@@ -241,6 +269,8 @@ pub const COMPROMISE_REASON: &str = "key compromise";
 
 const AGENT_COLUMNS: &str = "id, name, tenant, status, identity_serial, previous_identity_serial, \
     identity_not_after, enrolled_at, revoked_at";
+const AGENT_SELECT: &str = "id, name, tenant, status, identity_serial, previous_identity_serial, \
+    identity_not_after, enrolled_at, revoked_at, trust_sha256";
 const BINDING_COLUMNS: &str = "agent_id, managed_name, target, deployed_serial, attempted_serial, \
     attempt, error, reported_at";
 const ROLLOUT_COLUMNS: &str = "id, managed_name, serial, previous_serial, state, urgent, current_wave, \
@@ -257,6 +287,7 @@ fn decode_agent(row: &AnyRow) -> Result<AgentRecord, StoreError> {
         identity_not_after: row.try_get("identity_not_after")?,
         enrolled_at: row.try_get("enrolled_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        trust_sha256: row.try_get("trust_sha256")?,
     })
 }
 
@@ -544,6 +575,27 @@ async fn apply_one(
                 .execute(&mut **tx)
                 .await?;
         }
+        FleetWrite::TrustAnchor(anchor) => {
+            sqlx::query(
+                "INSERT INTO trust_anchors (fingerprint, certificate_pem, subject, not_after, added_by, added_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (fingerprint) DO NOTHING",
+            )
+            .bind(&anchor.fingerprint)
+            .bind(&anchor.certificate_pem)
+            .bind(&anchor.subject)
+            .bind(anchor.not_after)
+            .bind(&anchor.added_by)
+            .bind(anchor.added_at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        FleetWrite::TrustAck { agent_id, sha256 } => {
+            sqlx::query("UPDATE agents SET trust_sha256 = $1 WHERE id = $2")
+                .bind(sha256)
+                .bind(agent_id)
+                .execute(&mut **tx)
+                .await?;
+        }
         FleetWrite::Compromise {
             managed_name,
             at_ms,
@@ -600,7 +652,7 @@ impl Store {
 
     /// The agent with this id.
     pub async fn agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"))
+        let row = sqlx::query(&format!("SELECT {AGENT_SELECT} FROM agents WHERE id = $1"))
             .bind(id)
             .fetch_optional(self.pool())
             .await?;
@@ -610,7 +662,7 @@ impl Store {
     /// Every agent, by name.
     pub async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {AGENT_COLUMNS} FROM agents ORDER BY name, enrolled_at"
+            "SELECT {AGENT_SELECT} FROM agents ORDER BY name, enrolled_at"
         ))
         .fetch_all(self.pool())
         .await?;
@@ -753,6 +805,29 @@ impl Store {
         .map(decode_rollout_agent)
         .transpose()?;
         Ok(Some((rollout, member)))
+    }
+
+    /// CA certificates added to the agents' trust bundle, oldest first (unexpired only).
+    pub async fn trust_anchors(&self, now: i64) -> Result<Vec<TrustAnchor>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT fingerprint, certificate_pem, subject, not_after, added_by, added_at \
+             FROM trust_anchors WHERE not_after > $1 ORDER BY added_at, fingerprint",
+        )
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TrustAnchor {
+                    fingerprint: row.try_get("fingerprint")?,
+                    certificate_pem: row.try_get("certificate_pem")?,
+                    subject: row.try_get("subject")?,
+                    not_after: row.try_get("not_after")?,
+                    added_by: row.try_get("added_by")?,
+                    added_at: row.try_get("added_at")?,
+                })
+            })
+            .collect()
     }
 
     /// The agents of a rollout.

@@ -1154,6 +1154,7 @@ both_backends!(
             identity_not_after: now + 86_400,
             enrolled_at: now,
             revoked_at: None,
+            trust_sha256: None,
         };
         let enroll = |id: &str, name: &str| Change {
             fleet: vec![FleetWrite::Enroll {

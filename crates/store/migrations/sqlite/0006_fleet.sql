@@ -22,7 +22,8 @@ CREATE TABLE agents (
     previous_identity_serial TEXT,
     identity_not_after BIGINT NOT NULL,
     enrolled_at BIGINT NOT NULL,
-    revoked_at BIGINT
+    revoked_at BIGINT,
+    trust_sha256 TEXT
 );
 CREATE UNIQUE INDEX agents_active_name ON agents (name) WHERE status = 'active';
 
@@ -84,3 +85,14 @@ CREATE TABLE rollout_agents (
 ALTER TABLE managed_certificates ADD COLUMN fleet_serial TEXT;
 -- When a key compromise was declared (ms) and not yet answered by a new certificate.
 ALTER TABLE managed_certificates ADD COLUMN compromised_at BIGINT;
+
+-- CA certificates handed to every agent's trust bundle ahead of their use (a new
+-- intermediate or root), beside the root and issuing chain in force.
+CREATE TABLE trust_anchors (
+    fingerprint TEXT PRIMARY KEY,
+    certificate_pem TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    not_after BIGINT NOT NULL,
+    added_by TEXT NOT NULL,
+    added_at BIGINT NOT NULL
+);
