@@ -894,3 +894,58 @@ async fn a_new_ca_certificate_reaches_every_agent_trust_bundle_and_status_says_w
         let _ = child.wait();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_rollout_releases_no_wave_and_an_aborted_one_sends_everyone_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fleet = Fleet::new(
+        dir.path(),
+        serde_json::json!({"canary": "1", "wave": "1", "bake_seconds": 2}),
+    )
+    .await;
+    fleet.add_agents(3).await;
+    let first = fleet.wait_all_serving("the first deployment", None).await;
+    fleet.renew();
+    let running = fleet
+        .wait_rollout("the canary confirming", 60, |r| {
+            r["serial"] != first.as_str()
+                && r["agents"][0]["confirmed_at_ms"].is_i64()
+                && r["state"] == "running"
+        })
+        .await;
+    let id = running["id"].to_string();
+    let paused = fleet.cli(&["rollout", "pause", &id]);
+    assert!(paused.status.success(), "{}", text(&paused));
+    let wave = fleet.rollouts().await[0]["current_wave"].clone();
+    // Well past the bake time: no wave is released while paused.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let view = fleet.rollouts().await[0].clone();
+    assert_eq!(view["state"], "paused", "{view:#}");
+    assert_eq!(view["current_wave"], wave, "{view:#}");
+    // Pausing twice is refused with the reason.
+    let again = fleet.cli(&["rollout", "pause", &id]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again).contains("pause needs a running rollout"),
+        "{}",
+        text(&again)
+    );
+    // Abort: every agent goes back to what it served before.
+    let aborted = fleet.cli(&["rollout", "abort", &id]);
+    assert!(aborted.status.success(), "{}", text(&aborted));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let served: Vec<String> = fleet.agents.iter().map(Agent::served_serial).collect();
+        if served.iter().all(|s| *s == first) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the abort agents serve {served:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let view = fleet.rollouts().await[0].clone();
+    assert_eq!(view["state"], "aborted", "{view:#}");
+    assert_eq!(view["serving_new"], 0, "{view:#}");
+}
