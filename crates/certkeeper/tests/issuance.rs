@@ -291,6 +291,15 @@ async fn openapi_document_lists_every_route() {
         ("/api/v1/profiles", "get"),
         ("/api/v1/policy", "get"),
         ("/api/v1/ca", "get"),
+        ("/api/v1/agents/bootstrap-tokens", "post"),
+        ("/api/v1/agents", "get"),
+        ("/api/v1/agents/{agent}/revoke", "post"),
+        ("/api/v1/rollouts", "get"),
+        ("/api/v1/rollouts/{id}", "get"),
+        ("/api/v1/rollouts/{id}/{action}", "post"),
+        ("/api/v1/compromise", "post"),
+        ("/api/v1/ca/trust", "get"),
+        ("/api/v1/ca/trust", "post"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

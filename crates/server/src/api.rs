@@ -81,6 +81,7 @@ pub fn router(state: SharedState) -> Router {
         .routes(routes!(get_managed))
         .routes(routes!(renew_managed))
         .routes(routes!(issuer_loads))
+        .merge(crate::fleet_api::routes())
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .merge(import)
         .split_for_parts();
@@ -98,7 +99,6 @@ pub fn router(state: SharedState) -> Router {
         }),
     )
     .merge(public_routes())
-    .merge(crate::fleet_api::routes().layer(DefaultBodyLimit::max(state.max_body_bytes)))
     .merge(crate::acme::router().layer(DefaultBodyLimit::max(state.max_body_bytes)))
     .fallback(not_found)
     .with_state(state)
@@ -359,7 +359,7 @@ async fn require_unscoped(
 }
 
 /// Decodes a JSON body; a bad or oversized body is audited and answered with a problem.
-async fn json_body<T: DeserializeOwned>(
+pub(crate) async fn json_body<T: DeserializeOwned>(
     state: &SharedState,
     actor: &str,
     action: &str,

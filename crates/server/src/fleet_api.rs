@@ -4,33 +4,38 @@
 
 use std::collections::HashMap;
 
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use certkeeper_lifecycle::RolloutState;
 use certkeeper_store::{AuditEvent, Change, FleetWrite, Outcome, RolloutRecord};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::SharedState;
 use crate::agents::{BootstrapTokenCreated, mint_bootstrap, now_ms};
-use crate::api::authorize;
+use crate::api::{authorize, json_body};
 use crate::auth::{Permission, Principal};
 use crate::issuance::rfc3339;
 use crate::problem::Problem;
 use crate::revocation::{RevokeRequest, revoke};
 
-/// The fleet routes.
-pub fn routes() -> Router<SharedState> {
-    Router::new()
-        .route("/api/v1/agents/bootstrap-tokens", post(create_bootstrap))
-        .route("/api/v1/agents", get(list_agents))
-        .route("/api/v1/agents/{agent}/revoke", post(revoke_agent))
-        .route("/api/v1/rollouts", get(list_rollouts))
-        .route("/api/v1/rollouts/{id}", get(get_rollout))
-        .route("/api/v1/rollouts/{id}/{action}", post(act_on_rollout))
-        .route("/api/v1/compromise", post(compromise))
-        .merge(trust_routes())
+/// The fleet routes, documented in the OpenAPI document. Every one authenticates before it
+/// reads a path parameter, a query or a body.
+pub fn routes() -> OpenApiRouter<SharedState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_bootstrap))
+        .routes(routes!(list_agents))
+        .routes(routes!(revoke_agent))
+        .routes(routes!(list_rollouts))
+        .routes(routes!(get_rollout))
+        .routes(routes!(act_on_rollout))
+        .routes(routes!(compromise))
+        .routes(routes!(trust_status, trust_add))
 }
 
 fn conflict(slug: &str, title: &str, detail: String) -> Problem {
@@ -38,21 +43,29 @@ fn conflict(slug: &str, title: &str, detail: String) -> Problem {
 }
 
 /// A bootstrap token request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BootstrapRequest {
+pub struct BootstrapRequest {
     /// Tenant of the agent it enrolls (default: the token's own tenant, or `default`).
     #[serde(default)]
-    tenant: Option<String>,
+    pub tenant: Option<String>,
     /// Lifetime such as "15m" (default 1h, at most `[agents] bootstrap_token_max_ttl`).
     #[serde(default)]
-    ttl: Option<String>,
+    pub ttl: Option<String>,
 }
 
+/// Create a one-time bootstrap token for enrolling an agent (admin).
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents/bootstrap-tokens",
+    request_body = BootstrapRequest,
+    responses((status = 201, body = BootstrapTokenCreated), (status = 403, body = Problem, content_type = "application/problem+json")),
+    tag = "agents"
+)]
 async fn create_bootstrap(
     State(state): State<SharedState>,
     headers: HeaderMap,
-    Json(request): Json<BootstrapRequest>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<BootstrapTokenCreated>), Problem> {
     let principal = authorize(
         &state,
@@ -61,6 +74,8 @@ async fn create_bootstrap(
         "agent.token.create",
     )
     .await?;
+    let request: BootstrapRequest =
+        json_body(&state, &principal.token_id, "agent.token.create", body).await?;
     let tenant = request
         .tenant
         .clone()
@@ -104,7 +119,7 @@ async fn create_bootstrap(
 }
 
 /// An agent as shown by `certkeeper agent list`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AgentView {
     /// Id.
     pub id: String,
@@ -125,11 +140,12 @@ pub struct AgentView {
 }
 
 /// One binding as reported.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BindingView {
     /// The managed certificate.
     pub certificate: String,
     /// The local target.
+    #[schema(value_type = Object)]
     pub target: serde_json::Value,
     /// Serial it serves.
     pub deployed_serial: Option<String>,
@@ -175,6 +191,13 @@ async fn agent_view(
     })
 }
 
+/// Enrolled agents, what they deploy and what each target serves.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents",
+    responses((status = 200, body = Vec<AgentView>)),
+    tag = "agents"
+)]
 async fn list_agents(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -189,6 +212,14 @@ async fn list_agents(
     Ok(Json(views))
 }
 
+/// Revoke an agent (by name or id): refused from now on, identity certificate revoked.
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents/{agent}/revoke",
+    params(("agent" = String, Path, description = "Agent name or id")),
+    responses((status = 200, body = AgentView), (status = 404, body = Problem, content_type = "application/problem+json")),
+    tag = "agents"
+)]
 async fn revoke_agent(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -272,7 +303,7 @@ async fn revoke_agent(
 }
 
 /// A rollout as shown by `certkeeper rollout status`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RolloutView {
     /// Id.
     pub id: i64,
@@ -309,7 +340,7 @@ pub struct RolloutView {
 }
 
 /// One agent of a rollout.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RolloutAgentView {
     /// Agent id.
     pub agent_id: String,
@@ -383,10 +414,13 @@ async fn rollout_view(state: &SharedState, rollout: RolloutRecord) -> Result<Rol
     })
 }
 
-#[derive(Debug, Deserialize)]
-struct RolloutQuery {
+/// Which rollouts to list.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct RolloutQuery {
+    /// Only this managed certificate's.
     #[serde(default)]
     certificate: Option<String>,
+    /// At most this many, newest first (default 50, at most 1000).
     #[serde(default)]
     limit: Option<i64>,
 }
@@ -399,12 +433,21 @@ async fn tenant_of(state: &SharedState, name: &str) -> Result<Option<String>, Pr
         .map(|m| m.tenant))
 }
 
+/// Rollouts, newest first, with which agent serves which serial.
+#[utoipa::path(
+    get,
+    path = "/api/v1/rollouts",
+    params(RolloutQuery),
+    responses((status = 200, body = Vec<RolloutView>)),
+    tag = "agents"
+)]
 async fn list_rollouts(
     State(state): State<SharedState>,
     headers: HeaderMap,
-    Query(query): Query<RolloutQuery>,
+    query: Result<Query<RolloutQuery>, QueryRejection>,
 ) -> Result<Json<Vec<RolloutView>>, Problem> {
     let principal = authorize(&state, &headers, Permission::Read, "rollout.list").await?;
+    let Query(query) = query.map_err(|e| Problem::malformed(e.body_text()))?;
     let limit = query.limit.unwrap_or(50).clamp(1, 1000);
     let mut views = Vec::new();
     for rollout in state
@@ -437,22 +480,48 @@ async fn find_rollout(
     }
 }
 
+fn rollout_id(text: &str) -> Result<i64, Problem> {
+    text.parse().map_err(|_| {
+        Problem::malformed(format!(
+            "{text:?} is not a rollout id; see `certkeeper rollout status`"
+        ))
+    })
+}
+
+/// One rollout: its waves and which agent serves which serial.
+#[utoipa::path(
+    get,
+    path = "/api/v1/rollouts/{id}",
+    params(("id" = i64, Path, description = "Rollout id")),
+    responses((status = 200, body = RolloutView), (status = 404, body = Problem, content_type = "application/problem+json")),
+    tag = "agents"
+)]
 async fn get_rollout(
     State(state): State<SharedState>,
     headers: HeaderMap,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Result<Json<RolloutView>, Problem> {
     let principal = authorize(&state, &headers, Permission::Read, "rollout.get").await?;
+    let id = rollout_id(&id)?;
     let rollout = find_rollout(&state, &principal, id).await?;
     Ok(Json(rollout_view(&state, rollout).await?))
 }
 
+/// Pause, resume or abort a rollout.
+#[utoipa::path(
+    post,
+    path = "/api/v1/rollouts/{id}/{action}",
+    params(("id" = i64, Path, description = "Rollout id"), ("action" = String, Path, description = "pause, resume or abort")),
+    responses((status = 200, body = RolloutView), (status = 409, body = Problem, content_type = "application/problem+json")),
+    tag = "agents"
+)]
 async fn act_on_rollout(
     State(state): State<SharedState>,
     headers: HeaderMap,
-    Path((id, action)): Path<(i64, String)>,
+    Path((id, action)): Path<(String, String)>,
 ) -> Result<Json<RolloutView>, Problem> {
     let principal = authorize(&state, &headers, Permission::Issue, "rollout.change").await?;
+    let id = rollout_id(&id)?;
     let rollout = find_rollout(&state, &principal, id).await?;
     let current = RolloutState::parse(&rollout.state)
         .ok_or_else(|| Problem::internal("a stored rollout has an unknown state"))?;
@@ -527,7 +596,7 @@ async fn act_on_rollout(
 }
 
 /// A compromise response request.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompromiseRequest {
     /// A managed certificate's name, or the serial of one of its certificates.
@@ -535,7 +604,7 @@ pub struct CompromiseRequest {
 }
 
 /// What the compromise command started.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct CompromiseResponse {
     /// The managed certificate.
     pub certificate: String,
@@ -550,12 +619,22 @@ pub struct CompromiseResponse {
     pub requested_at_ms: i64,
 }
 
+/// Key compromise: revoke (keyCompromise), new key and certificate at once, urgent rollout.
+#[utoipa::path(
+    post,
+    path = "/api/v1/compromise",
+    request_body = CompromiseRequest,
+    responses((status = 202, body = CompromiseResponse), (status = 404, body = Problem, content_type = "application/problem+json")),
+    tag = "agents"
+)]
 async fn compromise(
     State(state): State<SharedState>,
     headers: HeaderMap,
-    Json(request): Json<CompromiseRequest>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<CompromiseResponse>), Problem> {
     let principal = authorize(&state, &headers, Permission::Issue, "managed.compromise").await?;
+    let request: CompromiseRequest =
+        json_body(&state, &principal.token_id, "managed.compromise", body).await?;
     let requested_at_ms = now_ms();
     let wanted = request.certificate.trim().to_string();
     let managed = match state.store.managed_certificate(&wanted).await? {
@@ -646,7 +725,7 @@ async fn compromise(
 }
 
 /// Adds a CA certificate to every agent's trust bundle.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrustAddRequest {
     /// The CA certificate (a new intermediate or root), PEM.
@@ -654,7 +733,7 @@ pub struct TrustAddRequest {
 }
 
 /// One certificate of the trust bundle.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct TrustEntry {
     /// Subject.
     pub subject: String,
@@ -667,7 +746,7 @@ pub struct TrustEntry {
 }
 
 /// The trust bundle and which agents hold it.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct TrustStatus {
     /// SHA-256 of the bundle agents should hold.
     pub bundle_sha256: String,
@@ -683,17 +762,22 @@ pub struct TrustStatus {
     pub ready: bool,
 }
 
-/// The trust routes.
-pub fn trust_routes() -> Router<SharedState> {
-    Router::new().route("/api/v1/ca/trust", get(trust_status).post(trust_add))
-}
-
+/// Add a CA certificate (a new intermediate or root) to every agent's trust bundle (admin).
+#[utoipa::path(
+    post,
+    path = "/api/v1/ca/trust",
+    request_body = TrustAddRequest,
+    responses((status = 200, body = TrustStatus), (status = 400, body = Problem, content_type = "application/problem+json")),
+    tag = "agents"
+)]
 async fn trust_add(
     State(state): State<SharedState>,
     headers: HeaderMap,
-    Json(request): Json<TrustAddRequest>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<TrustStatus>, Problem> {
     let principal = authorize(&state, &headers, Permission::ManageTokens, "ca.trust.add").await?;
+    let request: TrustAddRequest =
+        json_body(&state, &principal.token_id, "ca.trust.add", body).await?;
     let ders = certkeeper_pki::pem_to_der_certificates(request.certificate_pem.as_bytes())
         .map_err(|e| Problem::malformed(format!("certificate_pem: {e}")))?;
     let [der] = ders.as_slice() else {
@@ -745,6 +829,13 @@ async fn trust_add(
     Ok(Json(trust_view(&state, &principal).await?))
 }
 
+/// The trust bundle agents should hold, and which active agents do not yet.
+#[utoipa::path(
+    get,
+    path = "/api/v1/ca/trust",
+    responses((status = 200, body = TrustStatus)),
+    tag = "agents"
+)]
 async fn trust_status(
     State(state): State<SharedState>,
     headers: HeaderMap,
