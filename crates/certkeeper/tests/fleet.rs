@@ -298,6 +298,28 @@ reload = "test ! -e {d}/fail-reload && {nginx} -p {d} -c {d}/nginx.conf -s reloa
         }
     }
 
+    /// One sample of `/metrics` (series exactly as rendered).
+    async fn metric(&self, series: &str) -> f64 {
+        let text = self
+            .server
+            .client
+            .get(self.server.url("/metrics"))
+            .bearer_auth(self.server.token())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .and_then(|value| value.split_whitespace().next()?.parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    }
+
     fn renew(&self) {
         let out = self.cli(&["renew", "web"]);
         assert!(out.status.success(), "{}", text(&out));
@@ -616,6 +638,17 @@ async fn compromise_replaces_the_certificate_on_twenty_agents_and_ocsp_says_revo
         );
     }
     let rollout = fleet.rollouts().await[0].clone();
+    // M3 counted once, and the 20 agents are active.
+    assert_eq!(
+        fleet
+            .metric("certkeeper_time_to_replace_seconds_count")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        fleet.metric("certkeeper_agents{state=\"active\"}").await,
+        20.0
+    );
     assert_eq!(rollout["urgent"], true, "{rollout:#}");
     assert_eq!(rollout["state"], "completed", "{rollout:#}");
     assert_eq!(
@@ -922,6 +955,13 @@ async fn a_paused_rollout_releases_no_wave_and_an_aborted_one_sends_everyone_bac
     let view = fleet.rollouts().await[0].clone();
     assert_eq!(view["state"], "paused", "{view:#}");
     assert_eq!(view["current_wave"], wave, "{view:#}");
+    // The canary serves the new certificate, the others the old: a partial deployment (M5).
+    assert_eq!(view["partial"], true, "{view:#}");
+    assert_eq!(fleet.metric("certkeeper_rollouts_partial").await, 1.0);
+    assert_eq!(
+        fleet.metric("certkeeper_rollouts{state=\"paused\"}").await,
+        1.0
+    );
     // Pausing twice is refused with the reason.
     let again = fleet.cli(&["rollout", "pause", &id]);
     assert!(!again.status.success());

@@ -1232,7 +1232,14 @@ async fn drive(state: &SharedState, rollout: &RolloutRecord) -> Result<(), Probl
         })
         .await
     {
-        Ok(_) => {}
+        Ok(_) => {
+            if rollout.urgent && action == "rollout.complete" {
+                state
+                    .metrics
+                    .time_to_replace_seconds
+                    .observe((now - rollout.requested_at).max(0) as f64 / 1000.0);
+            }
+        }
         // Paused, aborted or moved on by someone else since it was read: look again next tick.
         Err(certkeeper_store::StoreError::Conflict(_)) => return Ok(()),
         Err(error) => return Err(error.into()),

@@ -98,6 +98,7 @@ pub fn router(state: SharedState) -> Router {
             }
         }),
     )
+    .route("/metrics", get(crate::metrics::handler))
     .merge(public_routes())
     .merge(crate::acme::router().layer(DefaultBodyLimit::max(state.max_body_bytes)))
     .fallback(not_found)

@@ -17,6 +17,7 @@ pub mod fleet_api;
 pub mod inventory;
 pub mod issuance;
 pub mod lifecycle;
+pub mod metrics;
 pub mod ocsp;
 pub mod problem;
 pub mod revocation;
@@ -100,6 +101,8 @@ pub struct AppState {
     pub sealer: Arc<crate::sealing::KeySealer>,
     /// Host agents: long-poll wake-ups and the `[agents]` settings.
     pub fleet: Arc<crate::agents::FleetHub>,
+    /// What this process counts for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {

@@ -243,6 +243,16 @@ async fn attempt(state: &SharedState, record: ManagedRecord, server: &str) {
         return;
     }
     let jitter = jitter_fraction(&record.name);
+    match &result {
+        Ok((issued, _)) => {
+            state
+                .metrics
+                .renewal(&issued.issuer, true, clock.elapsed().as_secs_f64())
+        }
+        Err(failed) => state
+            .metrics
+            .renewal(&failed.issuer, false, clock.elapsed().as_secs_f64()),
+    }
     let mut fleet = Vec::new();
     let (outcome, audit) = match result {
         Ok((issued, targets)) => {

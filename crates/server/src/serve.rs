@@ -134,6 +134,7 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
             &crate::sealing::KeySealer::default_path(&data_dir),
         )?),
         fleet: Arc::new(crate::agents::FleetHub::new(config.agents.clone())),
+        metrics: Arc::new(crate::metrics::Metrics::default()),
     });
     state.crls.rebuild(&state).await?;
     let crl_task = crate::crl::spawn(state.clone());
