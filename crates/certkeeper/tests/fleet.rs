@@ -311,13 +311,7 @@ reload = "test ! -e {d}/fail-reload && {nginx} -p {d} -c {d}/nginx.conf -s reloa
             .text()
             .await
             .unwrap();
-        text.lines()
-            .find_map(|line| {
-                line.strip_prefix(series)
-                    .and_then(|rest| rest.strip_prefix(' '))
-                    .and_then(|value| value.split_whitespace().next()?.parse().ok())
-            })
-            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        common::metric_sample(&text, series)
     }
 
     fn renew(&self) {

@@ -4,18 +4,7 @@
 
 mod common;
 
-use common::{TestServer, apply_managed, wait_managed};
-
-/// The value of the sample `name{labels}` (labels exactly as rendered).
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .and_then(|value| value.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
-}
+use common::{TestServer, apply_managed, metric_sample as sample, wait_managed};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_report_what_was_arranged_and_need_a_token() {

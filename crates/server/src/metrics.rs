@@ -151,36 +151,38 @@ pub async fn render(state: &SharedState) -> Result<String, Problem> {
             )
         }),
     );
-    let managed = state.store.group_counts(Grouping::ManagedByState).await?;
-    gauge_family(
-        &mut registry,
-        "certkeeper_managed_certificates",
-        "Managed certificates by state (pending, ready, failing)",
-        ["pending", "ready", "failing"].map(|s| {
-            let n = managed.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
-            (StateLabel { state: s.into() }, n)
-        }),
-    );
-    let agents = state.store.group_counts(Grouping::AgentsByStatus).await?;
-    gauge_family(
-        &mut registry,
-        "certkeeper_agents",
-        "Enrolled agents by status (active, revoked)",
-        ["active", "revoked"].map(|s| {
-            let n = agents.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
-            (StateLabel { state: s.into() }, n)
-        }),
-    );
-    let rollouts = state.store.group_counts(Grouping::RolloutsByState).await?;
-    gauge_family(
-        &mut registry,
-        "certkeeper_rollouts",
-        "Rollouts by state",
-        ["running", "paused", "halted", "aborted", "completed"].map(|s| {
-            let n = rollouts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
-            (StateLabel { state: s.into() }, n)
-        }),
-    );
+    for (grouping, name, help, states) in [
+        (
+            Grouping::ManagedByState,
+            "certkeeper_managed_certificates",
+            "Managed certificates by state (pending, ready, failing)",
+            &["pending", "ready", "failing"][..],
+        ),
+        (
+            Grouping::AgentsByStatus,
+            "certkeeper_agents",
+            "Enrolled agents by status (active, revoked)",
+            &["active", "revoked"][..],
+        ),
+        (
+            Grouping::RolloutsByState,
+            "certkeeper_rollouts",
+            "Rollouts by state",
+            &["running", "paused", "halted", "aborted", "completed"][..],
+        ),
+    ] {
+        let counts = state.store.group_counts(grouping).await?;
+        // Every known state is reported, zero included, so a series never disappears.
+        gauge_family(
+            &mut registry,
+            name,
+            help,
+            states.iter().map(|s| {
+                let n = counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+                (StateLabel { state: (*s).into() }, n)
+            }),
+        );
+    }
     let partial = Gauge::<i64>::default();
     partial.set(state.store.partial_rollouts().await?);
     registry.register(

@@ -422,3 +422,14 @@ pub async fn issue_to_files(
     std::fs::write(full_chain, body["full_chain_pem"].as_str().unwrap()).unwrap();
     std::fs::write(key, body["private_key_pem"].as_str().unwrap()).unwrap();
 }
+
+/// The value of the sample `series` (name and labels exactly as rendered) in OpenMetrics text.
+pub fn metric_sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
