@@ -4,7 +4,11 @@
 
 mod common;
 
-use common::{TestServer, apply_managed, metric_sample as sample, wait_managed};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::peers::Running;
+use common::{TestServer, apply_managed, free_port, metric_sample as sample, wait_managed};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_report_what_was_arranged_and_need_a_token() {
@@ -130,4 +134,119 @@ async fn metrics_report_what_was_arranged_and_need_a_token() {
     for serial in &serials {
         assert!(!text.contains(serial.as_str()), "{serial} in the metrics");
     }
+}
+
+/// Asks Prometheus for an instant query until it has a result (60 s at most).
+async fn promql(port: u16, query: &str) -> f64 {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // Prometheus may still be starting: a refused connection is retried.
+        let answer: serde_json::Value = match client
+            .get(
+                reqwest::Url::parse_with_params(
+                    &format!("http://127.0.0.1:{port}/api/v1/query"),
+                    &[("query", query)],
+                )
+                .unwrap(),
+            )
+            .send()
+            .await
+        {
+            Ok(response) => response.json().await.unwrap_or(serde_json::Value::Null),
+            Err(_) => serde_json::Value::Null,
+        };
+        if let Some(value) = answer["data"]["result"][0]["value"][1].as_str() {
+            return value.parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "{query}: {answer}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_certkeeper_and_promql_answers_with_what_was_arranged() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    // A failed renewal is not tried again during the test.
+    std::fs::write(
+        &config,
+        "[lifecycle]\ntick_ms = 100\nbackoff_base = \"1h\"\n",
+    )
+    .unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let (status, _, text) = server
+        .post(
+            "/api/v1/certificates",
+            Some(server.token()),
+            &serde_json::json!({"profile": "tls-server", "sans": ["soon.example.com"], "lifetime": "3d"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{text}");
+    apply_managed(
+        &server,
+        serde_json::json!([
+            {"name": "ok", "sans": ["ok.example.com"]},
+            {"name": "bad", "sans": ["bad.example.com"], "issuer": "nowhere"}
+        ]),
+    )
+    .await;
+    wait_managed(&server, "ok", "issuance", |v| v["state"] == "ready").await;
+    wait_managed(&server, "bad", "a failure", |v| v["state"] == "failing").await;
+
+    // Prometheus scrapes the HTTPS listener every second with an auditor's token.
+    let (_, auditor) = server.create_token("auditor", None).await;
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &auditor).unwrap();
+    let target = server.https.trim_start_matches("https://").to_string();
+    let port = free_port();
+    let prometheus_yml = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prometheus_yml,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: certkeeper\n    scheme: https\n    tls_config:\n      ca_file: {}\n    authorization:\n      credentials_file: {}\n    static_configs:\n      - targets: [\"{target}\"]\n",
+            dir.path().join("data/ca/root.crt").display(),
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    let _prometheus = Running(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", prometheus_yml.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+            .spawn()
+            .expect("prometheus (scripts/test installs it)"),
+    );
+    // The scrape works.
+    assert_eq!(promql(port, "up{job=\"certkeeper\"} == 1").await, 1.0);
+    // M2: one success (ok) and one failure (bad) so far.
+    let m2 = promql(
+        port,
+        "sum(certkeeper_renewal_attempts_total{outcome=\"success\"}) / sum(certkeeper_renewal_attempts_total)",
+    )
+    .await;
+    assert_eq!(
+        m2,
+        0.5,
+        "{}",
+        std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap()
+    );
+    // The certificate expiring in 3 days, and the managed states.
+    assert_eq!(
+        promql(port, "certkeeper_certificates_expiring{within=\"7d\"}").await,
+        1.0
+    );
+    assert_eq!(
+        promql(port, "certkeeper_managed_certificates{state=\"failing\"}").await,
+        1.0
+    );
 }
