@@ -250,3 +250,24 @@ async fn a_real_prometheus_scrapes_certkeeper_and_promql_answers_with_what_was_a
         1.0
     );
 }
+
+#[test]
+fn the_shipped_alerting_rules_pass_promtool_check_and_their_unit_tests() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/prometheus");
+    for args in [
+        ["check", "rules", "certkeeper-rules.yml"],
+        ["test", "rules", "certkeeper-rules.test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool (scripts/test installs prometheus)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
