@@ -278,38 +278,7 @@ async fn call<B: Serialize, T: serde::de::DeserializeOwned>(
     url: String,
     body: &B,
 ) -> Result<T, CliError> {
-    let response = http
-        .post(&url)
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| CliError::Http(format!("cannot reach {url}: {}", error_chain(&e))))?;
-    let status = response.status();
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| CliError::Http(e.to_string()))?;
-    if !status.is_success() {
-        return Err(
-            match serde_json::from_slice::<certkeeper_server::problem::Problem>(&bytes) {
-                Ok(problem) => CliError::Api(problem),
-                Err(_) => CliError::Http(format!("{status}: {}", String::from_utf8_lossy(&bytes))),
-            },
-        );
-    }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| CliError::Http(format!("unexpected answer from {url}: {e}")))
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    crate::client::exchange(http.post(&url).json(body), &url).await
 }
 
 fn new_key_and_csr() -> Result<(zeroize::Zeroizing<String>, String), CliError> {
@@ -378,10 +347,7 @@ struct BindingState {
 const RETRY_FAILED_AFTER_SECONDS: i64 = 60;
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 fn state_path(state_dir: &Path) -> PathBuf {
@@ -450,16 +416,16 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let mut http = client(&settings, Some(&identity))?;
     let mut state = load_state(&settings.state_dir);
     // What it holds already (checked against every copy at the first answer).
-    let mut trust_sha256: Option<String> =
-        std::fs::read(settings.state_dir.join("trust-bundle.pem"))
-            .ok()
-            .filter(|_| {
-                settings.trust_bundle.as_ref().is_none_or(|path| {
-                    std::fs::read(path).ok()
-                        == std::fs::read(settings.state_dir.join("trust-bundle.pem")).ok()
-                })
-            })
-            .map(|bytes| certkeeper_pki::sha256_hex(&bytes));
+    let kept = std::fs::read(settings.state_dir.join("trust-bundle.pem")).ok();
+    let mut trust_sha256: Option<String> = kept
+        .as_ref()
+        .filter(|bundle| {
+            settings
+                .trust_bundle
+                .as_ref()
+                .is_none_or(|path| std::fs::read(path).ok().as_ref() == Some(*bundle))
+        })
+        .map(|bundle| certkeeper_pki::sha256_hex(bundle));
     let mut failures = 0u32;
     let mut wait = 0;
     let mut renewal_failed_at = 0;

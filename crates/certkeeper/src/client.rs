@@ -54,25 +54,7 @@ impl Client {
         &self,
         builder: reqwest::RequestBuilder,
     ) -> Result<T, CliError> {
-        let response = builder.send().await.map_err(|e| {
-            CliError::Http(format!("cannot reach {}: {}", self.base, error_chain(&e)))
-        })?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| CliError::Http(e.to_string()))?;
-        if !status.is_success() {
-            return Err(match serde_json::from_slice::<Problem>(&bytes) {
-                Ok(problem) => CliError::Api(problem),
-                Err(_) => CliError::Http(format!("{status}: {}", String::from_utf8_lossy(&bytes))),
-            });
-        }
-        if bytes.is_empty() {
-            return serde_json::from_slice(b"null").map_err(|e| CliError::Http(e.to_string()));
-        }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| CliError::Http(format!("unexpected answer from the server: {e}")))
+        exchange(builder, &self.base).await
     }
 
     /// GET a JSON resource.
@@ -96,6 +78,34 @@ impl Client {
             .await
             .map(|_| ())
     }
+}
+
+/// Sends a request to `server` and reads its JSON answer, or the problem it sent instead
+/// (also used by the agent, which talks to the agent listener with its own client).
+pub async fn exchange<T: DeserializeOwned>(
+    builder: reqwest::RequestBuilder,
+    server: &str,
+) -> Result<T, CliError> {
+    let response = builder
+        .send()
+        .await
+        .map_err(|e| CliError::Http(format!("cannot reach {server}: {}", error_chain(&e))))?;
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| CliError::Http(e.to_string()))?;
+    if !status.is_success() {
+        return Err(match serde_json::from_slice::<Problem>(&bytes) {
+            Ok(problem) => CliError::Api(problem),
+            Err(_) => CliError::Http(format!("{status}: {}", String::from_utf8_lossy(&bytes))),
+        });
+    }
+    if bytes.is_empty() {
+        return serde_json::from_slice(b"null").map_err(|e| CliError::Http(e.to_string()));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| CliError::Http(format!("unexpected answer from {server}: {e}")))
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

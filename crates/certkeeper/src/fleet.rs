@@ -147,41 +147,7 @@ pub async fn agent(command: AgentCommand) -> Result<ExitCode, CliError> {
                         "SERVING",
                         "ERROR",
                     ],
-                    agents
-                        .iter()
-                        .flat_map(|a| {
-                            let base = [
-                                a.name.clone(),
-                                a.tenant.clone(),
-                                a.status.clone(),
-                                a.identity_not_after.clone(),
-                            ];
-                            if a.bindings.is_empty() {
-                                vec![
-                                    base.iter()
-                                        .cloned()
-                                        .chain(["-".into(), "-".into(), String::new()])
-                                        .collect(),
-                                ]
-                            } else {
-                                a.bindings
-                                    .iter()
-                                    .map(|b| {
-                                        base.iter()
-                                            .cloned()
-                                            .chain([
-                                                b.certificate.clone(),
-                                                b.deployed_serial
-                                                    .clone()
-                                                    .unwrap_or_else(|| "-".into()),
-                                                b.error.clone().unwrap_or_default(),
-                                            ])
-                                            .collect()
-                                    })
-                                    .collect::<Vec<Vec<String>>>()
-                            }
-                        })
-                        .collect(),
+                    agent_rows(&agents),
                 ),
             }
             Ok(ExitCode::SUCCESS)
@@ -204,6 +170,43 @@ pub async fn agent(command: AgentCommand) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// One row per binding; an agent without bindings gets one row with dashes.
+fn agent_rows(agents: &[AgentView]) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for agent in agents {
+        let columns = [
+            &agent.name,
+            &agent.tenant,
+            &agent.status,
+            &agent.identity_not_after,
+        ];
+        let mut bindings: Vec<[String; 3]> = agent
+            .bindings
+            .iter()
+            .map(|b| {
+                [
+                    b.certificate.clone(),
+                    b.deployed_serial.clone().unwrap_or_else(|| "-".into()),
+                    b.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        if bindings.is_empty() {
+            bindings.push(["-".into(), "-".into(), String::new()]);
+        }
+        for binding in bindings {
+            rows.push(
+                columns
+                    .iter()
+                    .map(|c| c.to_string())
+                    .chain(binding)
+                    .collect(),
+            );
+        }
+    }
+    rows
 }
 
 fn print_rollouts(rollouts: &[RolloutView], format: OutputFormat) -> Result<(), CliError> {

@@ -11,8 +11,6 @@ use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use certkeeper_lifecycle::{
     AgentProgress, ManagedSpec, RolloutState, RolloutStep, desired_serial, next_step,
 };
@@ -86,11 +84,6 @@ fn random_hex(bytes: usize) -> Result<String, Problem> {
     Ok(hex::encode(buffer))
 }
 
-/// SHA-256 of a text, hex (what agents report for their trust bundle).
-pub fn sha256_hex(text: &str) -> String {
-    certkeeper_pki::sha256_hex(text.as_bytes())
-}
-
 /// The URI in an agent's identity certificate.
 fn agent_uri(id: &str) -> String {
     format!("urn:certkeeper:agent:{id}")
@@ -119,16 +112,13 @@ pub fn mint_bootstrap(
     ttl_seconds: i64,
     created_by: &str,
 ) -> Result<(String, BootstrapToken), Problem> {
-    let id = random_hex(6)?;
-    let mut secret = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut secret).map_err(|_| Problem::internal("random generator failed"))?;
-    let secret = URL_SAFE_NO_PAD.encode(secret);
+    let fresh = crate::auth::FreshSecret::new()?;
     let now = now_s();
     Ok((
-        format!("ckb_{id}.{secret}"),
+        format!("ckb_{}.{}", fresh.id, fresh.secret),
         BootstrapToken {
-            id,
-            secret_sha256: sha256_hex(&secret),
+            id: fresh.id,
+            secret_sha256: fresh.secret_sha256,
             tenant: tenant.to_string(),
             created_by: created_by.to_string(),
             created_at: now,
@@ -139,10 +129,6 @@ pub fn mint_bootstrap(
     ))
 }
 
-fn refused(status: StatusCode, slug: &str, title: &str, detail: String) -> Problem {
-    Problem::new(status, slug, title, detail)
-}
-
 /// Checks a presented bootstrap token; the problem says exactly why it is refused.
 async fn check_bootstrap(
     state: &SharedState,
@@ -150,7 +136,7 @@ async fn check_bootstrap(
     wanted_tenant: Option<&str>,
 ) -> Result<BootstrapToken, Problem> {
     let invalid = |why: &str| {
-        refused(
+        Problem::new(
             StatusCode::UNAUTHORIZED,
             "invalid-bootstrap-token",
             "Invalid bootstrap token",
@@ -167,17 +153,11 @@ async fn check_bootstrap(
         .bootstrap_token(id)
         .await?
         .ok_or_else(|| invalid("no such bootstrap token"))?;
-    let presented_hash = sha256_hex(secret);
-    if aws_lc_rs::constant_time::verify_slices_are_equal(
-        token.secret_sha256.as_bytes(),
-        presented_hash.as_bytes(),
-    )
-    .is_err()
-    {
+    if !crate::auth::secret_matches(&token.secret_sha256, secret) {
         return Err(invalid("no such bootstrap token"));
     }
     if let Some(used_at) = token.used_at {
-        return Err(refused(
+        return Err(Problem::new(
             StatusCode::UNAUTHORIZED,
             "bootstrap-token-used",
             "Bootstrap token already used",
@@ -189,7 +169,7 @@ async fn check_bootstrap(
         ));
     }
     if token.expires_at <= now_s() {
-        return Err(refused(
+        return Err(Problem::new(
             StatusCode::UNAUTHORIZED,
             "bootstrap-token-expired",
             "Bootstrap token expired",
@@ -202,7 +182,7 @@ async fn check_bootstrap(
     if let Some(wanted) = wanted_tenant
         && wanted != token.tenant
     {
-        return Err(refused(
+        return Err(Problem::new(
             StatusCode::FORBIDDEN,
             "bootstrap-token-wrong-tenant",
             "Bootstrap token of another tenant",
@@ -431,7 +411,7 @@ async fn authenticate(
     peer: &PeerCertificate,
 ) -> Result<(AgentRecord, CertificateSummary), Problem> {
     let unauthorized = |slug: &str, title: &str, detail: String| {
-        refused(StatusCode::UNAUTHORIZED, slug, title, detail)
+        Problem::new(StatusCode::UNAUTHORIZED, slug, title, detail)
     };
     let der = peer.0.as_ref().ok_or_else(|| {
         unauthorized(
@@ -561,12 +541,11 @@ async fn enroll_checked(
     }
     if state
         .store
-        .agents()
+        .active_agent_named(&request.name)
         .await?
-        .iter()
-        .any(|a| a.name == request.name && a.status == "active")
+        .is_some()
     {
-        return Err(refused(
+        return Err(Problem::new(
             StatusCode::CONFLICT,
             "agent-name-taken",
             "Agent name taken",
@@ -606,14 +585,14 @@ async fn enroll_checked(
         ..Change::default()
     };
     state.store.apply(change).await.map_err(|e| match e {
-        certkeeper_store::StoreError::Conflict(message) if message.contains("bootstrap token") => refused(
+        certkeeper_store::StoreError::Conflict(message) if message.contains("bootstrap token") => Problem::new(
             StatusCode::CONFLICT,
             "bootstrap-token-used",
             "Bootstrap token already used",
-            "the bootstrap token was used by another enrollment at the same time; create a new one with `certkeeper agent token create`".into(),
+            "the bootstrap token was used by another enrollment at the same time; create a new one with `certkeeper agent token create`",
         ),
         // The token was not used: the whole change rolled back.
-        certkeeper_store::StoreError::Conflict(_) => refused(
+        certkeeper_store::StoreError::Conflict(_) => Problem::new(
             StatusCode::CONFLICT,
             "agent-name-taken",
             "Agent name taken",
@@ -833,7 +812,7 @@ async fn sync(
         // Revoked while waiting: nothing more for it.
         let current = state.store.agent(&agent.id).await?;
         if current.as_ref().is_none_or(|a| a.status != "active") {
-            return Err(refused(
+            return Err(Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "agent-revoked",
                 "Agent revoked",
@@ -845,7 +824,7 @@ async fn sync(
         }
         let (answers, deliveries) = desired(&state, &agent, &request.bindings, &errors).await?;
         let bundle = trust_bundle(&state).await?;
-        let bundle_sha = sha256_hex(&bundle);
+        let bundle_sha = certkeeper_pki::sha256_hex(bundle.as_bytes());
         let offers: Vec<(Option<String>, i64)> = answers
             .iter()
             .map(|a| (a.desired_serial.clone(), a.attempt))
@@ -925,7 +904,7 @@ async fn record_reports(
         // A first binding of a certificate the fleet has no current copy of (none yet, or
         // one older than the certificate in force): obtain one now.
         if !stored.contains_key(&report.certificate)
-            && (state.store.fleet_serial(&managed.name).await?).is_none_or(|fleet| {
+            && managed.fleet_serial.as_deref().is_none_or(|fleet| {
                 managed
                     .current_serial
                     .as_deref()

@@ -1163,7 +1163,7 @@ async fn get_managed(
         .store
         .managed_certificate(&name)
         .await?
-        .filter(|r| principal.tenant.as_deref().is_none_or(|t| t == r.tenant))
+        .filter(|r| principal.sees(&r.tenant))
         .ok_or_else(|| {
             Problem::not_found(format!("no managed certificate {name:?} in your tenants"))
         })?;
@@ -1203,7 +1203,7 @@ async fn renew_managed(
         .store
         .managed_certificate(&name)
         .await?
-        .is_some_and(|r| principal.tenant.as_deref().is_none_or(|t| t == r.tenant));
+        .is_some_and(|r| principal.sees(&r.tenant));
     if !visible {
         return Err(state
             .audit_denial(

@@ -82,6 +82,11 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Whether this principal sees what belongs to `tenant`.
+    pub fn sees(&self, tenant: &str) -> bool {
+        self.tenant.as_deref().is_none_or(|own| own == tenant)
+    }
+
     /// Checks the role; the problem says what is missing.
     pub fn require(&self, permission: Permission) -> Result<(), Problem> {
         if self.role.allows(permission) {
@@ -116,31 +121,58 @@ pub fn mint(
     created_by: &str,
     expires_at: Option<i64>,
 ) -> Result<MintedToken, Problem> {
-    let mut id = [0u8; 6];
-    let mut secret = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut id).map_err(|_| Problem::internal("random generator failed"))?;
-    aws_lc_rs::rand::fill(&mut secret).map_err(|_| Problem::internal("random generator failed"))?;
-    let id = hex::encode(id);
-    let secret = URL_SAFE_NO_PAD.encode(secret);
+    let fresh = FreshSecret::new()?;
     Ok(MintedToken {
-        secret: format!("ck_{id}.{secret}"),
+        secret: format!("ck_{}.{}", fresh.id, fresh.secret),
         record: NewToken {
-            id,
+            id: fresh.id,
             name: name.into(),
             role: role.as_str().into(),
             tenant,
-            secret_sha256: sha256(&secret),
+            secret_sha256: fresh.secret_sha256,
             created_by: created_by.into(),
             expires_at,
         },
     })
 }
 
-fn sha256(text: &str) -> String {
-    hex::encode(aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        text.as_bytes(),
-    ))
+/// A new credential: a public id (12 hex digits), a secret (32 random bytes, base64url) and
+/// the secret's SHA-256, which is all the store keeps. API tokens and agent bootstrap tokens
+/// are made of one.
+pub(crate) struct FreshSecret {
+    /// Finds the stored row.
+    pub id: String,
+    /// Shown once.
+    pub secret: String,
+    /// Stored.
+    pub secret_sha256: String,
+}
+
+impl FreshSecret {
+    /// Draws one from the system CSPRNG.
+    pub(crate) fn new() -> Result<FreshSecret, Problem> {
+        let mut id = [0u8; 6];
+        let mut secret = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut id).map_err(|_| Problem::internal("random generator failed"))?;
+        aws_lc_rs::rand::fill(&mut secret)
+            .map_err(|_| Problem::internal("random generator failed"))?;
+        let secret = URL_SAFE_NO_PAD.encode(secret);
+        Ok(FreshSecret {
+            id: hex::encode(id),
+            secret_sha256: certkeeper_pki::sha256_hex(secret.as_bytes()),
+            secret,
+        })
+    }
+}
+
+/// Whether a presented secret is the one whose SHA-256 is stored (constant time).
+pub(crate) fn secret_matches(stored_sha256: &str, presented: &str) -> bool {
+    let presented = certkeeper_pki::sha256_hex(presented.as_bytes());
+    aws_lc_rs::constant_time::verify_slices_are_equal(
+        stored_sha256.as_bytes(),
+        presented.as_bytes(),
+    )
+    .is_ok()
 }
 
 /// Verifies bearer tokens, with a short cache so the hot path does not read the database
@@ -215,11 +247,7 @@ impl TokenVerifier {
                 record
             }
         };
-        let expected = record.token.secret_sha256.as_bytes();
-        let presented = sha256(secret);
-        if aws_lc_rs::constant_time::verify_slices_are_equal(expected, presented.as_bytes())
-            .is_err()
-        {
+        if !secret_matches(&record.token.secret_sha256, secret) {
             return Err(Problem::invalid_token("no such token"));
         }
         if record.revoked_at.is_some() {

@@ -157,10 +157,6 @@ pub struct BindingView {
     pub reported_at_ms: i64,
 }
 
-fn visible(principal: &Principal, tenant: &str) -> bool {
-    principal.tenant.as_deref().is_none_or(|t| t == tenant)
-}
-
 async fn agent_view(
     state: &SharedState,
     agent: certkeeper_store::AgentRecord,
@@ -205,7 +201,7 @@ async fn list_agents(
     let principal = authorize(&state, &headers, Permission::Read, "agent.list").await?;
     let mut views = Vec::new();
     for agent in state.store.agents().await? {
-        if visible(&principal, &agent.tenant) {
+        if principal.sees(&agent.tenant) {
             views.push(agent_view(&state, agent).await?);
         }
     }
@@ -226,13 +222,11 @@ async fn revoke_agent(
     Path(wanted): Path<String>,
 ) -> Result<Json<AgentView>, Problem> {
     let principal = authorize(&state, &headers, Permission::ManageTokens, "agent.revoke").await?;
-    let agent = state
-        .store
-        .agents()
-        .await?
-        .into_iter()
-        .filter(|a| visible(&principal, &a.tenant))
-        .find(|a| a.id == wanted || (a.name == wanted && a.status == "active"));
+    let agent = match state.store.agent(&wanted).await? {
+        Some(agent) => Some(agent),
+        None => state.store.active_agent_named(&wanted).await?,
+    }
+    .filter(|a| principal.sees(&a.tenant));
     let Some(agent) = agent else {
         return Err(state
             .audit_denial(
@@ -356,14 +350,22 @@ pub struct RolloutAgentView {
     pub error: Option<String>,
 }
 
-async fn rollout_view(state: &SharedState, rollout: RolloutRecord) -> Result<RolloutView, Problem> {
-    let names: HashMap<String, String> = state
+/// Agent names by id (read once per answer, however many rollouts it shows).
+async fn agent_names(state: &SharedState) -> Result<HashMap<String, String>, Problem> {
+    Ok(state
         .store
         .agents()
         .await?
         .into_iter()
         .map(|a| (a.id, a.name))
-        .collect();
+        .collect())
+}
+
+async fn rollout_view(
+    state: &SharedState,
+    names: &HashMap<String, String>,
+    rollout: RolloutRecord,
+) -> Result<RolloutView, Problem> {
     let bindings: HashMap<String, certkeeper_store::AgentBinding> = state
         .store
         .bindings_of(&rollout.managed_name)
@@ -449,6 +451,7 @@ async fn list_rollouts(
     let principal = authorize(&state, &headers, Permission::Read, "rollout.list").await?;
     let Query(query) = query.map_err(|e| Problem::malformed(e.body_text()))?;
     let limit = query.limit.unwrap_or(50).clamp(1, 1000);
+    let names = agent_names(&state).await?;
     let mut views = Vec::new();
     for rollout in state
         .store
@@ -456,8 +459,8 @@ async fn list_rollouts(
         .await?
     {
         let tenant = tenant_of(&state, &rollout.managed_name).await?;
-        if tenant.is_some_and(|t| visible(&principal, &t)) {
-            views.push(rollout_view(&state, rollout).await?);
+        if tenant.is_some_and(|t| principal.sees(&t)) {
+            views.push(rollout_view(&state, &names, rollout).await?);
         }
     }
     Ok(Json(views))
@@ -475,7 +478,7 @@ async fn find_rollout(
     };
     let rollout = state.store.rollout(id).await?.ok_or_else(missing)?;
     match tenant_of(state, &rollout.managed_name).await? {
-        Some(tenant) if visible(principal, &tenant) => Ok(rollout),
+        Some(tenant) if principal.sees(&tenant) => Ok(rollout),
         _ => Err(missing()),
     }
 }
@@ -504,7 +507,9 @@ async fn get_rollout(
     let principal = authorize(&state, &headers, Permission::Read, "rollout.get").await?;
     let id = rollout_id(&id)?;
     let rollout = find_rollout(&state, &principal, id).await?;
-    Ok(Json(rollout_view(&state, rollout).await?))
+    Ok(Json(
+        rollout_view(&state, &agent_names(&state).await?, rollout).await?,
+    ))
 }
 
 /// Pause, resume or abort a rollout.
@@ -592,7 +597,9 @@ async fn act_on_rollout(
     }
     state.fleet.bump();
     let rollout = find_rollout(&state, &principal, id).await?;
-    Ok(Json(rollout_view(&state, rollout).await?))
+    Ok(Json(
+        rollout_view(&state, &agent_names(&state).await?, rollout).await?,
+    ))
 }
 
 /// A compromise response request.
@@ -655,7 +662,7 @@ async fn compromise(
             }
         }
     };
-    let Some(managed) = managed.filter(|m| visible(&principal, &m.tenant)) else {
+    let Some(managed) = managed.filter(|m| principal.sees(&m.tenant)) else {
         return Err(state
             .audit_denial(
                 &principal.token_id,
@@ -668,13 +675,10 @@ async fn compromise(
             .await);
     };
     // Everything the fleet may serve for it: the certificate in force and the fleet's.
-    let mut serials: Vec<String> = [
-        managed.current_serial.clone(),
-        state.store.fleet_serial(&managed.name).await?,
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let mut serials: Vec<String> = [managed.current_serial.clone(), managed.fleet_serial.clone()]
+        .into_iter()
+        .flatten()
+        .collect();
     serials.sort();
     serials.dedup();
     let mut revoked = Vec::new();
@@ -846,7 +850,7 @@ async fn trust_status(
 
 async fn trust_view(state: &SharedState, principal: &Principal) -> Result<TrustStatus, Problem> {
     let bundle = crate::agents::trust_bundle(state).await?;
-    let bundle_sha256 = crate::agents::sha256_hex(&bundle);
+    let bundle_sha256 = certkeeper_pki::sha256_hex(bundle.as_bytes());
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let added: std::collections::HashSet<String> = state
         .store
@@ -877,7 +881,7 @@ async fn trust_view(state: &SharedState, principal: &Principal) -> Result<TrustS
         .agents()
         .await?
         .into_iter()
-        .filter(|a| a.status == "active" && visible(principal, &a.tenant))
+        .filter(|a| a.status == "active" && principal.sees(&a.tenant))
         .collect();
     let missing: Vec<String> = active
         .iter()

@@ -229,12 +229,11 @@ pub async fn render(state: &SharedState) -> Result<String, Problem> {
 }
 
 /// `GET /metrics` (token with read access, such as an auditor's).
-pub async fn handler(State(state): State<SharedState>, headers: HeaderMap) -> Response {
-    if let Err(problem) = authorize(&state, &headers, Permission::Read, "metrics.read").await {
-        return problem.into_response();
-    }
-    match render(&state).await {
-        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
-        Err(problem) => problem.into_response(),
-    }
+pub async fn handler(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    authorize(&state, &headers, Permission::Read, "metrics.read").await?;
+    let text = render(&state).await?;
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
 }

@@ -659,6 +659,17 @@ impl Store {
         row.as_ref().map(decode_agent).transpose()
     }
 
+    /// The active agent with this name (names are unique among active agents).
+    pub async fn active_agent_named(&self, name: &str) -> Result<Option<AgentRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {AGENT_SELECT} FROM agents WHERE name = $1 AND status = 'active'"
+        ))
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(decode_agent).transpose()
+    }
+
     /// Every agent, by name.
     pub async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         let rows = sqlx::query(&format!(
@@ -682,15 +693,10 @@ impl Store {
 
     /// The bindings of a managed certificate to active agents.
     pub async fn bindings_of(&self, managed_name: &str) -> Result<Vec<AgentBinding>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {} FROM agent_bindings b JOIN agents a ON a.id = b.agent_id \
+        let rows = sqlx::query(
+            "SELECT b.* FROM agent_bindings b JOIN agents a ON a.id = b.agent_id \
              WHERE b.managed_name = $1 AND a.status = 'active' ORDER BY a.name",
-            BINDING_COLUMNS
-                .split(", ")
-                .map(|c| format!("b.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
+        )
         .bind(managed_name)
         .fetch_all(self.pool())
         .await?;
@@ -840,98 +846,5 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(decode_rollout_agent).collect()
-    }
-}
-
-/// What the metrics endpoint counts, grouped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Grouping {
-    /// Managed certificates by state (`pending`, `ready`, `failing`).
-    ManagedByState,
-    /// Agents by status (`active`, `revoked`).
-    AgentsByStatus,
-    /// Rollouts by state.
-    RolloutsByState,
-}
-
-/// Counts of inventory certificates (the system tenant's own certificates excluded).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CertificateCounts {
-    /// Unexpired and not revoked.
-    pub active: i64,
-    /// Past notAfter, not revoked.
-    pub expired: i64,
-    /// Revoked.
-    pub revoked: i64,
-    /// Active certificates expiring within 1, 7, 14 and 30 days.
-    pub expiring_within_days: [(i64, i64); 4],
-}
-
-impl Store {
-    /// Row counts per group.
-    pub async fn group_counts(&self, grouping: Grouping) -> Result<Vec<(String, i64)>, StoreError> {
-        let sql = match grouping {
-            Grouping::ManagedByState => {
-                "SELECT state AS label, COUNT(*) AS n FROM managed_certificates GROUP BY state"
-            }
-            Grouping::AgentsByStatus => {
-                "SELECT status AS label, COUNT(*) AS n FROM agents GROUP BY status"
-            }
-            Grouping::RolloutsByState => {
-                "SELECT state AS label, COUNT(*) AS n FROM rollouts GROUP BY state"
-            }
-        };
-        let rows = sqlx::query(sql).fetch_all(self.pool()).await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("label")?, row.try_get("n")?)))
-            .collect()
-    }
-
-    /// Stopped rollouts (paused or halted) that left some agents on the new serial and some
-    /// not: partial deployments.
-    pub async fn partial_rollouts(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM rollouts r WHERE r.state IN ('paused', 'halted') \
-               AND EXISTS (SELECT 1 FROM rollout_agents a WHERE a.rollout_id = r.id AND a.confirmed_at IS NOT NULL) \
-               AND EXISTS (SELECT 1 FROM rollout_agents b WHERE b.rollout_id = r.id AND b.confirmed_at IS NULL)",
-        )
-        .fetch_one(self.pool())
-        .await?;
-        Ok(row.try_get("n")?)
-    }
-
-    /// Inventory certificates by status, and how many active ones expire within 1, 7, 14 and
-    /// 30 days of `now`.
-    pub async fn certificate_counts(&self, now: i64) -> Result<CertificateCounts, StoreError> {
-        const DAYS: [i64; 4] = [1, 7, 14, 30];
-        let row = sqlx::query(
-            "SELECT \
-               COALESCE(SUM(CASE WHEN status = 'revoked' THEN 1 ELSE 0 END), 0) AS revoked, \
-               COALESCE(SUM(CASE WHEN status <> 'revoked' AND not_after < $1 THEN 1 ELSE 0 END), 0) AS expired, \
-               COALESCE(SUM(CASE WHEN status <> 'revoked' AND not_after >= $1 THEN 1 ELSE 0 END), 0) AS active, \
-               COALESCE(SUM(CASE WHEN status <> 'revoked' AND not_after >= $1 AND not_after < $2 THEN 1 ELSE 0 END), 0) AS d1, \
-               COALESCE(SUM(CASE WHEN status <> 'revoked' AND not_after >= $1 AND not_after < $3 THEN 1 ELSE 0 END), 0) AS d7, \
-               COALESCE(SUM(CASE WHEN status <> 'revoked' AND not_after >= $1 AND not_after < $4 THEN 1 ELSE 0 END), 0) AS d14, \
-               COALESCE(SUM(CASE WHEN status <> 'revoked' AND not_after >= $1 AND not_after < $5 THEN 1 ELSE 0 END), 0) AS d30 \
-             FROM certificates WHERE tenant <> 'system'",
-        )
-        .bind(now)
-        .bind(now + DAYS[0] * 86_400)
-        .bind(now + DAYS[1] * 86_400)
-        .bind(now + DAYS[2] * 86_400)
-        .bind(now + DAYS[3] * 86_400)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(CertificateCounts {
-            active: row.try_get("active")?,
-            expired: row.try_get("expired")?,
-            revoked: row.try_get("revoked")?,
-            expiring_within_days: [
-                (DAYS[0], row.try_get("d1")?),
-                (DAYS[1], row.try_get("d7")?),
-                (DAYS[2], row.try_get("d14")?),
-                (DAYS[3], row.try_get("d30")?),
-            ],
-        })
     }
 }

@@ -11,6 +11,7 @@
 mod acme;
 mod audit;
 mod batch;
+mod counts;
 mod error;
 mod fleet;
 mod inventory;
@@ -27,6 +28,7 @@ use sqlx::{AnyPool, Executor};
 use tokio::sync::mpsc;
 
 pub use audit::{AuditProblem, AuditReport, entry_hash};
+pub use counts::{CertificateCounts, Grouping};
 pub use error::StoreError;
 pub use fleet::*;
 pub use model::*;

@@ -7,7 +7,7 @@ use crate::{Backend, Change, ManagedRecord, RenewalAttempt, Store, StoreError};
 
 const COLUMNS: &str = "name, tenant, spec, state, current_serial, not_after, next_action_at, \
     next_action_reason, consecutive_failures, targets, created_at, updated_at, key_sealed, \
-    compromised_at";
+    compromised_at, fleet_serial";
 
 fn decode(row: &AnyRow) -> Result<ManagedRecord, StoreError> {
     Ok(ManagedRecord {
@@ -25,6 +25,7 @@ fn decode(row: &AnyRow) -> Result<ManagedRecord, StoreError> {
         updated_at: row.try_get("updated_at")?,
         key_sealed: row.try_get("key_sealed")?,
         compromised_at: row.try_get("compromised_at")?,
+        fleet_serial: row.try_get("fleet_serial")?,
     })
 }
 

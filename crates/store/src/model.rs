@@ -504,6 +504,8 @@ pub struct ManagedRecord {
     pub key_sealed: Option<String>,
     /// When a key compromise was declared and not yet answered (Unix milliseconds).
     pub compromised_at: Option<i64>,
+    /// What agents outside a running rollout serve.
+    pub fleet_serial: Option<String>,
 }
 
 /// What one reconciler attempt ended with.
