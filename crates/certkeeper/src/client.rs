@@ -62,6 +62,26 @@ impl Client {
         self.send(self.request(reqwest::Method::GET, path)).await
     }
 
+    /// GET a resource's bytes (CA certificates, chains).
+    pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, CliError> {
+        let response = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .map_err(|e| {
+                CliError::Http(format!("cannot reach {}: {}", self.base, error_chain(&e)))
+            })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| CliError::Http(e.to_string()))?;
+        if !status.is_success() {
+            return Err(CliError::Http(format!("{path}: HTTP {status}")));
+        }
+        Ok(bytes.to_vec())
+    }
+
     /// POST JSON, read JSON.
     pub async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
@@ -70,6 +90,11 @@ impl Client {
     ) -> Result<T, CliError> {
         self.send(self.request(reqwest::Method::POST, path).json(body))
             .await
+    }
+
+    /// DELETE a resource, read JSON.
+    pub async fn send_delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
     }
 
     /// DELETE a resource.

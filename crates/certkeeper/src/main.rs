@@ -6,6 +6,7 @@ mod client;
 mod error;
 mod fleet;
 mod local;
+mod observe;
 mod output;
 mod remote;
 
@@ -118,6 +119,12 @@ enum Command {
     Rollout(fleet::RolloutCommand),
     /// Key compromise: revoke, new key, new certificate, urgent rollout to every agent.
     Compromise(fleet::CompromiseArgs),
+    /// Probe TLS endpoints (host:port, host, CIDR), report what is wrong with what they
+    /// serve, and record it in the inventory.
+    Scan(observe::ScanArgs),
+    /// Built-in alerts: list firing ones, silence them for a maintenance window.
+    #[command(subcommand)]
+    Alert(observe::AlertCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,5 +191,7 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Agent(command) => fleet::agent(command).await,
         Command::Rollout(command) => fleet::rollout(command).await,
         Command::Compromise(args) => fleet::compromise(args).await,
+        Command::Scan(args) => observe::scan(args).await,
+        Command::Alert(command) => observe::alert(command).await,
     }
 }

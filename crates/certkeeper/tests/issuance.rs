@@ -300,6 +300,13 @@ async fn openapi_document_lists_every_route() {
         ("/api/v1/compromise", "post"),
         ("/api/v1/ca/trust", "get"),
         ("/api/v1/ca/trust", "post"),
+        ("/api/v1/scans", "post"),
+        ("/api/v1/scans", "get"),
+        ("/api/v1/alerts", "get"),
+        ("/api/v1/alerts/silences", "post"),
+        ("/api/v1/alerts/silences", "get"),
+        ("/api/v1/alerts/silences/{id}", "delete"),
+        ("/api/v1/dashboard", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

@@ -123,6 +123,67 @@ async fn metrics_report_what_was_arranged_and_need_a_token() {
         ) >= 1.0
     );
     assert_eq!(sample(&text, "certkeeper_agents{state=\"active\"}"), 0.0);
+    // M4: each REST issuance and the internal renewal, per protocol and profile.
+    assert_eq!(
+        sample(
+            &text,
+            "certkeeper_issuance_duration_seconds_count{protocol=\"rest\",profile=\"tls-server\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "certkeeper_issuance_duration_seconds_count{protocol=\"reconciler\",profile=\"tls-server\"}"
+        ),
+        1.0
+    );
+    // Key use: three API issuances, one by the reconciler, CRLs signed; no anomaly (M6).
+    assert_eq!(
+        sample(
+            &text,
+            "certkeeper_key_uses_total{key=\"issuing\",principal=\"api\"}"
+        ),
+        3.0
+    );
+    assert!(
+        sample(
+            &text,
+            "certkeeper_key_uses_total{key=\"issuing\",principal=\"crl\"}"
+        ) >= 1.0
+    );
+    assert!(
+        !text.contains("certkeeper_key_access_anomalies_total{"),
+        "{text}"
+    );
+    // Per managed certificate, for the few there are: expiry and readiness.
+    assert_eq!(
+        sample(
+            &text,
+            "certkeeper_managed_certificate_ready{name=\"ok\",tenant=\"default\"}"
+        ),
+        1.0
+    );
+    assert!(
+        sample(
+            &text,
+            "certkeeper_managed_certificate_expiry_timestamp_seconds{name=\"ok\",tenant=\"default\"}"
+        ) > 0.0
+    );
+    // CRL and OCSP freshness, the OCSP signer's expiry.
+    let now_s = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
+    assert!(
+        sample(
+            &text,
+            "certkeeper_crl_next_update_timestamp_seconds{name=\"intermediate.crl\"}"
+        ) > now_s
+    );
+    assert!(sample(&text, "certkeeper_ocsp_signer_expiry_timestamp_seconds") > now_s);
+    // No scans yet: M1's targets are all zero.
+    assert_eq!(
+        sample(&text, "certkeeper_targets{kind=\"scan\",valid=\"true\"}"),
+        0.0
+    );
     assert_eq!(sample(&text, "certkeeper_rollouts_partial"), 0.0);
     let expiry = sample(
         &text,
@@ -178,7 +239,7 @@ async fn a_real_prometheus_scrapes_certkeeper_and_promql_answers_with_what_was_a
         &dir.path().join("data"),
         &["--config", config.to_str().unwrap()],
     );
-    let (status, _, text) = server
+    let (status, issued, text) = server
         .post(
             "/api/v1/certificates",
             Some(server.token()),
@@ -186,6 +247,33 @@ async fn a_real_prometheus_scrapes_certkeeper_and_promql_answers_with_what_was_a
         )
         .await;
     assert_eq!(status, 201, "{text}");
+    // M1: three scanned endpoints serve that certificate cleanly, one refused the connection.
+    let der = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        pem_der(issued["certificate_pem"].as_str().unwrap()),
+    );
+    let mut results = Vec::new();
+    for port in [1001, 1002, 1003] {
+        results.push(serde_json::json!({
+            "endpoint": format!("soon.example.com:{port}"), "server_name": "soon.example.com",
+            "scanned_at": 1, "findings": [], "details": [], "chain": [der],
+        }));
+    }
+    results.push(serde_json::json!({
+        "endpoint": "gone.example.com:443", "server_name": "gone.example.com",
+        "scanned_at": 1, "error": "connection refused",
+    }));
+    let (status, recorded, text) = server
+        .post(
+            "/api/v1/scans",
+            Some(server.token()),
+            &serde_json::json!({"results": results}),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(recorded["endpoints"], 4, "{recorded}");
+    // Already in the inventory (issued here): not discovered again.
+    assert_eq!(recorded["discovered"], 0, "{recorded}");
     apply_managed(
         &server,
         serde_json::json!([
@@ -240,6 +328,13 @@ async fn a_real_prometheus_scrapes_certkeeper_and_promql_answers_with_what_was_a
         "{}",
         std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap()
     );
+    // M1: valid targets ÷ all targets, as arranged.
+    let m1 = promql(
+        port,
+        "sum(certkeeper_targets{valid=\"true\"}) / sum(certkeeper_targets)",
+    )
+    .await;
+    assert_eq!(m1, 0.75);
     // The certificate expiring in 3 days, and the managed states.
     assert_eq!(
         promql(port, "certkeeper_certificates_expiring{within=\"7d\"}").await,
@@ -249,6 +344,14 @@ async fn a_real_prometheus_scrapes_certkeeper_and_promql_answers_with_what_was_a
         promql(port, "certkeeper_managed_certificates{state=\"failing\"}").await,
         1.0
     );
+}
+
+fn pem_der(pem: &str) -> Vec<u8> {
+    let body: String = pem
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
+    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body).unwrap()
 }
 
 #[test]

@@ -6,12 +6,16 @@
 //! with property tests.
 #![forbid(unsafe_code)]
 
+mod alerts;
 mod backoff;
 mod error;
 mod plan;
 mod rollout;
 mod spec;
 
+pub use alerts::{
+    Alert, Notification, NotificationStatus, Notifier, Severity, Silence, silenced_by,
+};
 pub use backoff::{Backoff, IssuerChoice, choose_issuer};
 pub use error::LifecycleError;
 pub use plan::{

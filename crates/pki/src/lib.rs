@@ -12,6 +12,7 @@ mod crl;
 mod csr;
 mod error;
 mod extensions;
+mod findings;
 mod issue;
 mod key;
 mod ocsp;
@@ -26,6 +27,9 @@ pub use cert::{CertificateSummary, SanEntry, parse_certificate, pem_to_der_certi
 pub use crl::{CrlEntry, CrlRequest, RevocationReason, build_crl};
 pub use csr::{CsrInfo, parse_csr};
 pub use error::PkiError;
+pub use findings::{
+    Finding, crl_distribution_urls, matches_name, validity_findings, weak_key_reason,
+};
 pub use issue::{IssuerUrls, LeafRequest, build_leaf};
 pub use key::{
     KeyAlgorithm, KeyKind, PublicKeyInfo, Signer, SoftwareKey, parse_public_key_info, random_serial,

@@ -253,6 +253,7 @@ fn issue_identity(state: &SharedState, agent_id: &str, csr_pem: &str) -> Result<
         &state.ca.issuer,
     )
     .map_err(|e| Problem::malformed(format!("the agent's key cannot be certified: {e}")))?;
+    state.metrics.key_use("issuing", "agent");
     let summary = parse_certificate(&der).map_err(|e| Problem::internal(e.to_string()))?;
     Ok(Identity {
         der,

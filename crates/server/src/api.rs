@@ -82,8 +82,14 @@ pub fn router(state: SharedState) -> Router {
         .routes(routes!(renew_managed))
         .routes(routes!(issuer_loads))
         .merge(crate::fleet_api::routes())
+        .merge(crate::observe_api::routes())
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .merge(import)
+        .merge(
+            crate::observe_api::scan_routes().layer(DefaultBodyLimit::max(
+                crate::observe_api::SCAN_MAX_BODY.max(state.max_body_bytes),
+            )),
+        )
         .split_for_parts();
     let document = Arc::new(openapi.to_pretty_json().unwrap_or_default());
     api.route(
@@ -99,6 +105,7 @@ pub fn router(state: SharedState) -> Router {
         }),
     )
     .route("/metrics", get(crate::metrics::handler))
+    .merge(crate::observe_api::ui_routes())
     .merge(public_routes())
     .merge(crate::acme::router().layer(DefaultBodyLimit::max(state.max_body_bytes)))
     .fallback(not_found)

@@ -49,6 +49,192 @@ pub struct Config {
     /// Host agents: their mTLS listener, identities and rollouts.
     #[serde(default)]
     pub agents: AgentsSection,
+    /// What `/metrics` reports per managed certificate, and what counts as a key-use anomaly.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    /// Built-in alerting: rules, grouping, receivers.
+    #[serde(default)]
+    pub alerting: AlertingSection,
+    /// Scheduled scans of TLS endpoints (they feed M1, the valid ratio).
+    #[serde(default, rename = "scan")]
+    pub scans: Vec<ScanJobConfig>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Most managed certificates given their own expiry and readiness series, the soonest to
+    /// expire first (default 1000; the rest are only counted), so that series stay bounded.
+    pub managed_certificate_series: usize,
+    /// Uses of a CA key by one principal kind within a minute above which each further use
+    /// counts as an anomaly (default 6000).
+    pub key_use_rate_per_minute: u64,
+    /// Principal kinds expected to use the issuing key (default: api, acme, reconciler,
+    /// agent); a use by another counts as an anomaly.
+    pub expected_key_principals: Vec<String>,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            managed_certificate_series: 1000,
+            key_use_rate_per_minute: 6000,
+            expected_key_principals: ["api", "acme", "reconciler", "agent"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+/// `[alerting]`: built-in rules evaluated every `interval`, notifications grouped and sent to
+/// the receivers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertingSection {
+    /// Evaluate the rules (default true; without receivers alerts are only shown).
+    pub enabled: bool,
+    /// How often the rules are evaluated, such as "30s".
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub interval: u64,
+    /// A managed certificate failing to renew and expiring within this pages (default 14d).
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub expiring_within: u64,
+    /// Consecutive failed renewals that open a ticket (default 3).
+    pub renewal_failures: i64,
+    /// A CA or OCSP signer certificate expiring within this pages (default 30d).
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub ca_expiring_within: u64,
+    /// Labels that group alerts into one notification (default ["owner"]).
+    pub group_by: Vec<String>,
+    /// How long a new group waits before its first notification, so that alerts starting
+    /// together are sent together (default 30s).
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub group_wait: u64,
+    /// A group still firing is notified again after this (default 4h).
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub repeat_interval: u64,
+    /// Further tries of a failed delivery (default 3), with doubling waits from one second.
+    pub retries: u32,
+    /// Where notifications go.
+    #[serde(rename = "receiver")]
+    pub receivers: Vec<ReceiverConfig>,
+}
+
+impl Default for AlertingSection {
+    fn default() -> Self {
+        AlertingSection {
+            enabled: true,
+            interval: 30,
+            expiring_within: 14 * DAY,
+            renewal_failures: 3,
+            ca_expiring_within: 30 * DAY,
+            group_by: vec!["owner".into()],
+            group_wait: 30,
+            repeat_interval: 4 * 3600,
+            retries: 3,
+            receivers: Vec::new(),
+        }
+    }
+}
+
+/// How a receiver wants its notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceiverKind {
+    /// JSON: status, group labels and every alert with its labels.
+    Webhook,
+    /// A Slack-compatible incoming webhook: `{"text": ...}`.
+    Slack,
+}
+
+/// `[[alerting.receiver]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// Name, in logs and metrics.
+    pub name: String,
+    /// `webhook` or `slack`.
+    pub kind: ReceiverKind,
+    /// Where to POST.
+    pub url: String,
+    /// Severities it receives (default both: page and ticket).
+    #[serde(default = "all_severities")]
+    pub severities: Vec<certkeeper_lifecycle::Severity>,
+}
+
+fn all_severities() -> Vec<certkeeper_lifecycle::Severity> {
+    vec![
+        certkeeper_lifecycle::Severity::Page,
+        certkeeper_lifecycle::Severity::Ticket,
+    ]
+}
+
+/// `[[scan]]`: endpoints the server scans on a schedule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanJobConfig {
+    /// Name, recorded as the scanner.
+    pub name: String,
+    /// `host:port`, `host` or CIDR ranges.
+    pub targets: Vec<String>,
+    /// Ports for targets without one (default [443]).
+    #[serde(default = "default_scan_ports")]
+    pub ports: Vec<u16>,
+    /// How often, such as "1h" (default 1h).
+    #[serde(
+        default = "default_scan_interval",
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub interval: u64,
+    /// Tenant that owns the results (default "default").
+    #[serde(default = "default_scan_tenant")]
+    pub tenant: String,
+    /// Trusted roots, PEM (default: this certkeeper's root and the system bundle).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Report certificates expiring within this (default 30d).
+    #[serde(
+        default = "default_warn_within",
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub warn_within: u64,
+    /// Endpoints probed at once (default 32).
+    #[serde(default = "default_scan_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_scan_ports() -> Vec<u16> {
+    vec![443]
+}
+fn default_scan_interval() -> u64 {
+    3600
+}
+fn default_scan_tenant() -> String {
+    "default".into()
+}
+fn default_warn_within() -> u64 {
+    30 * DAY
+}
+fn default_scan_concurrency() -> usize {
+    32
 }
 
 /// `[agents]`: the listener host agents enroll and sync on (mutual TLS), their identities.
@@ -811,6 +997,57 @@ impl Config {
                 "refresh",
                 "crl.refresh must be above zero and shorter than crl.validity".into(),
             ));
+        }
+        let alerting = &self.alerting;
+        if alerting.interval == 0 || alerting.repeat_interval == 0 {
+            return Err(located(
+                "interval",
+                "alerting.interval and alerting.repeat_interval must be above zero".into(),
+            ));
+        }
+        if alerting.renewal_failures < 1 {
+            return Err(located(
+                "renewal_failures",
+                "alerting.renewal_failures must be at least 1".into(),
+            ));
+        }
+        for receiver in &alerting.receivers {
+            if !(receiver.url.starts_with("http://") || receiver.url.starts_with("https://"))
+                || receiver.url.parse::<reqwest::Url>().is_err()
+            {
+                return Err(located(
+                    &receiver.url,
+                    format!(
+                        "alerting.receiver {:?}: url {:?} must be an http:// or https:// URL",
+                        receiver.name, receiver.url
+                    ),
+                ));
+            }
+            if receiver.severities.is_empty() {
+                return Err(located(
+                    &format!("name = \"{}\"", receiver.name),
+                    format!(
+                        "alerting.receiver {:?}: severities must list page, ticket or both",
+                        receiver.name
+                    ),
+                ));
+            }
+        }
+        for job in &self.scans {
+            let at = format!("name = \"{}\"", job.name);
+            crate::scan::expand_targets(&job.targets, &job.ports)
+                .map_err(|e| located(&at, format!("scan {:?}: {e}", job.name)))?;
+            if job.interval < 10 || job.concurrency == 0 {
+                return Err(located(
+                    &at,
+                    format!(
+                        "scan {:?}: interval must be at least 10s and concurrency at least 1",
+                        job.name
+                    ),
+                ));
+            }
+            crate::Tenant::validate(&job.tenant)
+                .map_err(|p| located(&at, format!("scan {:?}: {}", job.name, p.detail)))?;
         }
         let policy = if self.rules.is_empty() {
             Policy::permissive_default()

@@ -61,6 +61,11 @@ impl CrlPublisher {
         }
     }
 
+    /// How often CRLs are rebuilt without revocations, seconds.
+    pub fn refresh_seconds(&self) -> u64 {
+        self.settings.refresh
+    }
+
     /// The partition count.
     pub fn shards(&self) -> u32 {
         self.settings.shards
@@ -72,6 +77,27 @@ impl CrlPublisher {
             .read()
             .ok()
             .and_then(|docs| docs.get(name).cloned())
+    }
+
+    /// Every CRL being served: (name, thisUpdate, nextUpdate), Unix seconds, by name.
+    pub fn freshness(&self) -> Vec<(String, i64, i64)> {
+        let mut out: Vec<(String, i64, i64)> = self
+            .documents
+            .read()
+            .map(|docs| {
+                docs.iter()
+                    .map(|(name, doc)| {
+                        (
+                            name.clone(),
+                            doc.this_update.unix_timestamp(),
+                            doc.next_update.unix_timestamp(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
     }
 
     /// Asks for a rebuild soon (debounced).
@@ -133,6 +159,7 @@ impl CrlPublisher {
                 },
                 &state.ca.issuer,
             )?;
+            state.metrics.key_use("issuing", "crl");
             let etag = format!("\"{}\"", &certkeeper_pki::sha256_hex(&der)[..32]);
             built.insert(
                 name,

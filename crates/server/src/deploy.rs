@@ -5,10 +5,8 @@
 //! service keeps what it served before.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::ServerName;
 use thiserror::Error;
 
 use crate::files::{FileOwner, PRIVATE, PUBLIC, write_atomic_owned};
@@ -354,85 +352,14 @@ async fn run_reload(command: &str, timeout: Duration) -> Result<(), String> {
     }
 }
 
-/// Connects to `address` with TLS (any certificate accepted: only its serial matters) and
-/// returns the serial of the certificate presented, lower-case hex.
+/// Connects to `address` with TLS and returns the serial of the certificate presented,
+/// lower-case hex.
 async fn probe_serial(address: &str, name: &str) -> Result<String, String> {
-    let config = rustls::ClientConfig::builder()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate))
-        .with_no_client_auth();
-    let server_name = ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
-    let stream = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect(address),
-    )
-    .await
-    .map_err(|_| format!("connecting to {address} timed out"))?
-    .map_err(|e| format!("connecting to {address}: {e}"))?;
-    let tls = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server_name, stream),
-    )
-    .await
-    .map_err(|_| format!("TLS handshake with {address} timed out"))?
-    .map_err(|e| format!("TLS handshake with {address}: {e}"))?;
-    let (_, connection) = tls.get_ref();
-    let leaf = connection
-        .peer_certificates()
-        .and_then(|chain| chain.first())
+    let chain = crate::scan::fetch_chain(address, name, Duration::from_secs(5)).await?;
+    let leaf = chain
+        .first()
         .ok_or_else(|| format!("{address} presented no certificate"))?;
     certkeeper_pki::parse_certificate(leaf.as_ref())
         .map(|summary| summary.serial)
         .map_err(|e| format!("{address} presented an unreadable certificate: {e}"))
-}
-
-/// The probe reads the presented certificate; trust is not its question.
-#[derive(Debug)]
-struct AnyCertificate;
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::aws_lc_rs::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }

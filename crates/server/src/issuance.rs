@@ -143,6 +143,7 @@ pub async fn issue(
         .clone()
         .or_else(|| principal.tenant.clone())
         .unwrap_or_else(|| Tenant::DEFAULT.to_string());
+    let started = std::time::Instant::now();
     let object = request
         .sans
         .first()
@@ -172,11 +173,30 @@ pub async fn issue(
                     ..Change::default()
                 })
                 .await?;
+            let protocol = match principal_kind(&principal.token_id) {
+                "reconciler" => "reconciler",
+                _ => "rest",
+            };
+            state
+                .metrics
+                .issued(protocol, &response.profile, started.elapsed().as_secs_f64());
             Ok(response)
         }
         Err(problem) => Err(state
             .audit_denial(&principal.token_id, "certificate.issue", &object, problem)
             .await),
+    }
+}
+
+/// Who uses the issuing key, by kind: `acme` (an ACME account), `reconciler` (managed
+/// certificates) or `api` (an API token).
+pub fn principal_kind(token_id: &str) -> &'static str {
+    if token_id.starts_with("acme:") {
+        "acme"
+    } else if token_id == crate::lifecycle::ACTOR {
+        "reconciler"
+    } else {
+        "api"
     }
 }
 
@@ -299,6 +319,9 @@ pub(crate) async fn prepare_and_sign(
         },
         &state.ca.issuer,
     )?;
+    state
+        .metrics
+        .key_use("issuing", principal_kind(&principal.token_id));
     let summary = parse_certificate(&der)?;
 
     let certificate_pem = to_pem("CERTIFICATE", &der);

@@ -4,6 +4,7 @@
 
 pub mod acme;
 pub mod agents;
+pub mod alerting;
 pub mod api;
 pub mod audit_key;
 pub mod auth;
@@ -18,10 +19,12 @@ pub mod inventory;
 pub mod issuance;
 pub mod lifecycle;
 pub mod metrics;
+pub mod observe_api;
 pub mod ocsp;
 pub mod problem;
 pub mod revocation;
 pub mod rfc2136;
+pub mod scan;
 pub mod sealing;
 mod serve;
 mod tls;
@@ -103,6 +106,10 @@ pub struct AppState {
     pub fleet: Arc<crate::agents::FleetHub>,
     /// What this process counts for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// `[metrics]` settings.
+    pub metrics_settings: crate::config::MetricsSection,
+    /// Built-in alerting.
+    pub alerts: Arc<crate::alerting::AlertEngine>,
 }
 
 impl AppState {

@@ -1,8 +1,11 @@
 //! `/metrics` in the OpenMetrics text format (prometheus-client). Counts that live in the
-//! database (certificates by status and expiry, managed certificates, agents, rollouts, CA
-//! expiry) are read at each scrape; what happens in this process (renewal attempts and their
-//! duration, times to replace after a compromise) is counted as it happens. Labels are bounded:
-//! states, issuers, fixed expiry windows — nothing per certificate or serial.
+//! database (certificates by status and expiry, managed certificates, agents, rollouts,
+//! targets and scan findings) and the state of CRLs, OCSP and the CA are read at each scrape;
+//! what happens in this process (renewals, issuance latency, validations, key uses,
+//! notifications, times to replace after a compromise) is counted as it happens. Labels are
+//! bounded: states, issuers, profiles, protocols, fixed expiry windows, CRL names — nothing per
+//! serial; per managed certificate only for the `[metrics] managed_certificate_series`
+//! expiring soonest.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
@@ -55,9 +58,87 @@ struct CaLabel {
     ca: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameLabel {
+    name: String,
+}
+
+/// How a certificate was asked for, and under which profile.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssuanceLabels {
+    /// `rest`, `acme`, `reconciler` or `agent`.
+    pub protocol: String,
+    /// Profile name (configured, so bounded).
+    pub profile: String,
+}
+
+/// An ACME challenge validation's type and outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ValidationLabels {
+    /// `http-01`, `dns-01` or `tls-alpn-01`.
+    pub challenge: String,
+    /// `valid` or `invalid`.
+    pub outcome: String,
+}
+
+/// A use of a CA key.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyUseLabels {
+    /// `issuing` (the issuing CA key) or `ocsp` (the delegated responder key).
+    pub key: String,
+    /// `api`, `acme`, `reconciler`, `agent`, `crl` or `ocsp`.
+    pub principal: String,
+}
+
+/// A key-access anomaly (M6).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnomalyLabels {
+    /// The key.
+    pub key: String,
+    /// `unexpected_principal` or `rate`.
+    pub reason: String,
+}
+
+/// A notification delivery.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    /// Receiver name (configured).
+    pub receiver: String,
+    /// `delivered`, `retried` or `failed`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ManagedLabels {
+    name: String,
+    tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    kind: String,
+    valid: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FindingLabel {
+    finding: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    rule: String,
+    severity: String,
+}
+
 fn renewal_histogram() -> Histogram {
     // 50 ms .. ~100 s.
     Histogram::new(exponential_buckets(0.05, 2.0, 12))
+}
+
+fn fast_histogram() -> Histogram {
+    // 1 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
 /// What this process counts as it happens.
@@ -68,16 +149,44 @@ pub struct Metrics {
     pub renewal_seconds: Family<IssuerLabel, Histogram, fn() -> Histogram>,
     /// From a compromise declaration to the last agent confirming its replacement (M3).
     pub time_to_replace_seconds: Histogram,
+    /// From request to certificate available, by protocol and profile (M4).
+    pub issuance_seconds: Family<IssuanceLabels, Histogram, fn() -> Histogram>,
+    /// ACME challenge validations by type and outcome.
+    pub validations: Family<ValidationLabels, Counter>,
+    /// Duration of ACME challenge validations, by type.
+    pub validation_seconds: Family<ValidationLabels, Histogram, fn() -> Histogram>,
+    /// Uses of the CA keys by principal kind.
+    pub key_uses: Family<KeyUseLabels, Counter>,
+    /// Key uses by an unexpected principal kind or above the expected rate (M6).
+    pub key_anomalies: Family<AnomalyLabels, Counter>,
+    /// Alert notification deliveries by receiver and outcome.
+    pub deliveries: Family<DeliveryLabels, Counter>,
+    key_policy: KeyUsePolicy,
+    key_use_window: std::sync::Mutex<std::collections::HashMap<KeyUseLabels, (i64, u64)>>,
+}
+
+/// What counts as a key-access anomaly.
+#[derive(Debug, Clone)]
+pub struct KeyUsePolicy {
+    /// Uses per principal kind per minute above which each use is an anomaly.
+    pub rate_per_minute: u64,
+    /// Principal kinds expected to use the issuing key (`crl` and `ocsp` always are).
+    pub expected: Vec<String>,
+}
+
+impl Default for KeyUsePolicy {
+    fn default() -> Self {
+        let section = crate::config::MetricsSection::default();
+        KeyUsePolicy {
+            rate_per_minute: section.key_use_rate_per_minute,
+            expected: section.expected_key_principals,
+        }
+    }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
-            renewal_attempts: Family::default(),
-            renewal_seconds: Family::new_with_constructor(renewal_histogram),
-            // 100 ms .. ~7 min.
-            time_to_replace_seconds: Histogram::new(exponential_buckets(0.1, 2.0, 12)),
-        }
+        Metrics::new(KeyUsePolicy::default())
     }
 }
 
@@ -88,6 +197,24 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
+    /// Counters and histograms, with this key-use policy.
+    pub fn new(key_policy: KeyUsePolicy) -> Metrics {
+        Metrics {
+            renewal_attempts: Family::default(),
+            renewal_seconds: Family::new_with_constructor(renewal_histogram),
+            // 100 ms .. ~7 min.
+            time_to_replace_seconds: Histogram::new(exponential_buckets(0.1, 2.0, 12)),
+            issuance_seconds: Family::new_with_constructor(fast_histogram),
+            validations: Family::default(),
+            validation_seconds: Family::new_with_constructor(fast_histogram),
+            key_uses: Family::default(),
+            key_anomalies: Family::default(),
+            deliveries: Family::default(),
+            key_policy,
+            key_use_window: std::sync::Mutex::default(),
+        }
+    }
+
     /// Counts one renewal attempt.
     pub fn renewal(&self, issuer: &str, success: bool, seconds: f64) {
         self.renewal_attempts
@@ -104,6 +231,78 @@ impl Metrics {
                 .observe(seconds);
         }
     }
+
+    /// Records a certificate made available `seconds` after its request arrived (M4).
+    pub fn issued(&self, protocol: &str, profile: &str, seconds: f64) {
+        self.issuance_seconds
+            .get_or_create(&IssuanceLabels {
+                protocol: protocol.into(),
+                profile: profile.into(),
+            })
+            .observe(seconds);
+    }
+
+    /// Counts one ACME challenge validation.
+    pub fn validation(&self, challenge: &str, valid: bool, seconds: f64) {
+        let labels = ValidationLabels {
+            challenge: challenge.into(),
+            outcome: if valid { "valid" } else { "invalid" }.into(),
+        };
+        self.validations.get_or_create(&labels).inc();
+        self.validation_seconds
+            .get_or_create(&labels)
+            .observe(seconds);
+    }
+
+    /// Counts one use of a CA key by a principal kind, and an anomaly when that kind is not
+    /// expected or uses the key faster than the policy's rate.
+    pub fn key_use(&self, key: &str, principal: &str) {
+        let labels = KeyUseLabels {
+            key: key.into(),
+            principal: principal.into(),
+        };
+        self.key_uses.get_or_create(&labels).inc();
+        let internal = matches!(principal, "crl" | "ocsp");
+        if !internal && !self.key_policy.expected.iter().any(|p| p == principal) {
+            self.anomaly(key, "unexpected_principal");
+        }
+        let minute = time::OffsetDateTime::now_utc().unix_timestamp() / 60;
+        let over_rate = {
+            let mut window = self
+                .key_use_window
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let entry = window.entry(labels).or_insert((minute, 0));
+            if entry.0 != minute {
+                *entry = (minute, 0);
+            }
+            entry.1 += 1;
+            entry.1 > self.key_policy.rate_per_minute
+        };
+        if over_rate {
+            self.anomaly(key, "rate");
+        }
+    }
+
+    fn anomaly(&self, key: &str, reason: &str) {
+        tracing::warn!(key, reason, "key-access anomaly");
+        self.key_anomalies
+            .get_or_create(&AnomalyLabels {
+                key: key.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a notification delivery outcome.
+    pub fn delivery(&self, receiver: &str, outcome: &str) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                receiver: receiver.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
 }
 
 fn gauge_family<L>(
@@ -119,6 +318,96 @@ fn gauge_family<L>(
         family.get_or_create(&labels).set(value);
     }
     registry.register(name, help, family);
+}
+
+/// Registers what this process counts (no database reads).
+fn register_in_process(registry: &mut Registry, metrics: &Metrics) {
+    registry.register(
+        "certkeeper_notifications",
+        "Alert notification deliveries by receiver and outcome",
+        metrics.deliveries.clone(),
+    );
+    registry.register(
+        "certkeeper_issuance_duration_seconds",
+        "From request to certificate available, by protocol and profile (M4)",
+        metrics.issuance_seconds.clone(),
+    );
+    registry.register(
+        "certkeeper_validations",
+        "ACME challenge validations by challenge type and outcome",
+        metrics.validations.clone(),
+    );
+    registry.register(
+        "certkeeper_validation_duration_seconds",
+        "Duration of ACME challenge validations",
+        metrics.validation_seconds.clone(),
+    );
+    registry.register(
+        "certkeeper_key_uses",
+        "Signatures with the issuing CA key by principal kind (api, acme, reconciler, agent, crl)",
+        metrics.key_uses.clone(),
+    );
+    registry.register(
+        "certkeeper_key_access_anomalies",
+        "Key uses by an unexpected principal kind or above [metrics] key_use_rate_per_minute (M6)",
+        metrics.key_anomalies.clone(),
+    );
+    registry.register(
+        "certkeeper_renewal_attempts",
+        "Renewal attempts by issuer and outcome since the server started (M2)",
+        metrics.renewal_attempts.clone(),
+    );
+    registry.register(
+        "certkeeper_renewal_duration_seconds",
+        "Duration of successful renewal attempts by issuer",
+        metrics.renewal_seconds.clone(),
+    );
+    registry.register(
+        "certkeeper_time_to_replace_seconds",
+        "From a compromise declaration to the last agent confirming the replacement (M3)",
+        metrics.time_to_replace_seconds.clone(),
+    );
+}
+
+/// Only what this process counts, rendered (for the dashboard's debug view).
+pub fn render_in_process(state: &SharedState) -> Result<String, Problem> {
+    let mut registry = Registry::default();
+    register_in_process(&mut registry, &state.metrics);
+    let mut text = String::new();
+    encode(&mut text, &registry).map_err(|e| Problem::internal(e.to_string()))?;
+    Ok(text)
+}
+
+/// The samples of an OpenMetrics text: (series name, labels, value). Comments and
+/// unreadable lines are skipped.
+pub fn samples(text: &str) -> Vec<(String, std::collections::BTreeMap<String, String>, f64)> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(parts) => parts,
+            None => continue,
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => (name, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let mut map = std::collections::BTreeMap::new();
+        // Label values written by prometheus-client never contain `",` themselves here:
+        // they are states, names and kinds from configuration.
+        for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+            if let Some((key, value)) = pair.split_once("=\"") {
+                map.insert(key.to_string(), value.trim_end_matches('"').to_string());
+            }
+        }
+        out.push((name.to_string(), map, value));
+    }
+    out
 }
 
 /// Renders every metric.
@@ -207,21 +496,158 @@ pub async fn render(state: &SharedState) -> Result<String, Problem> {
         ca_expiry,
     );
 
+    let ocsp = state.ocsp.freshness();
+    let signer = Gauge::<i64>::default();
+    signer.set(ocsp.responder_not_after);
     registry.register(
-        "certkeeper_renewal_attempts",
-        "Renewal attempts by issuer and outcome since the server started (M2)",
-        state.metrics.renewal_attempts.clone(),
+        "certkeeper_ocsp_signer_expiry_timestamp_seconds",
+        "notAfter of the delegated OCSP responder certificate",
+        signer,
+    );
+    let oldest = Gauge::<i64>::default();
+    oldest.set(ocsp.oldest_this_update.map_or(0, |t| (now - t).max(0)));
+    registry.register(
+        "certkeeper_ocsp_oldest_response_age_seconds",
+        "Age of the oldest cached OCSP response (0 with none cached)",
+        oldest,
+    );
+    let earliest = Gauge::<i64>::default();
+    earliest.set(ocsp.earliest_next_update.unwrap_or(0));
+    registry.register(
+        "certkeeper_ocsp_earliest_next_update_timestamp_seconds",
+        "Earliest nextUpdate among cached OCSP responses (0 with none cached)",
+        earliest,
+    );
+    let cached = Gauge::<i64>::default();
+    cached.set(i64::try_from(ocsp.cached).unwrap_or(i64::MAX));
+    registry.register(
+        "certkeeper_ocsp_cached_responses",
+        "Signed OCSP responses in the cache",
+        cached,
     );
     registry.register(
-        "certkeeper_renewal_duration_seconds",
-        "Duration of successful renewal attempts by issuer",
-        state.metrics.renewal_seconds.clone(),
+        "certkeeper_ocsp_responses_signed",
+        "OCSP responses signed with the responder key since the server started",
+        prometheus_client::metrics::counter::ConstCounter::new(state.ocsp.signatures()),
+    );
+    let (crl_this, crl_next) = (
+        Family::<NameLabel, Gauge>::default(),
+        Family::<NameLabel, Gauge>::default(),
+    );
+    for (name, this_update, next_update) in state.crls.freshness() {
+        crl_this
+            .get_or_create(&NameLabel { name: name.clone() })
+            .set(this_update);
+        crl_next.get_or_create(&NameLabel { name }).set(next_update);
+    }
+    registry.register(
+        "certkeeper_crl_this_update_timestamp_seconds",
+        "thisUpdate of each CRL being served",
+        crl_this,
     );
     registry.register(
-        "certkeeper_time_to_replace_seconds",
-        "From a compromise declaration to the last agent confirming the replacement (M3)",
-        state.metrics.time_to_replace_seconds.clone(),
+        "certkeeper_crl_next_update_timestamp_seconds",
+        "nextUpdate of each CRL being served",
+        crl_next,
     );
+
+    let targets = state.store.target_counts(now).await?;
+    gauge_family(
+        &mut registry,
+        "certkeeper_targets",
+        "Targets by kind (scan: scanned endpoints; agent: agent deployments) and whether they serve a valid certificate (M1 = valid ÷ all)",
+        [
+            ("scan", "true", targets.scanned_valid),
+            ("scan", "false", targets.scanned_invalid),
+            ("agent", "true", targets.agent_valid),
+            ("agent", "false", targets.agent_invalid),
+        ]
+        .map(|(kind, valid, n)| {
+            (
+                TargetLabels {
+                    kind: kind.into(),
+                    valid: valid.into(),
+                },
+                n,
+            )
+        }),
+    );
+    let findings = state.store.scan_finding_counts().await?;
+    gauge_family(
+        &mut registry,
+        "certkeeper_scan_findings",
+        "Scanned endpoints by finding (one endpoint may have several)",
+        certkeeper_pki::Finding::ALL.map(|finding| {
+            let n = findings
+                .iter()
+                .find(|(name, _)| name == finding.as_str())
+                .map_or(0, |(_, n)| *n);
+            (
+                FindingLabel {
+                    finding: finding.as_str().into(),
+                },
+                n,
+            )
+        }),
+    );
+
+    let limit = state.metrics_settings.managed_certificate_series;
+    let soonest = state
+        .store
+        .soonest_managed(i64::try_from(limit).unwrap_or(i64::MAX))
+        .await?;
+    let (expiry, ready) = (
+        Family::<ManagedLabels, Gauge>::default(),
+        Family::<ManagedLabels, Gauge>::default(),
+    );
+    for (name, tenant, managed_state, not_after) in &soonest {
+        let labels = ManagedLabels {
+            name: name.clone(),
+            tenant: tenant.clone(),
+        };
+        expiry.get_or_create(&labels).set(*not_after);
+        ready
+            .get_or_create(&labels)
+            .set(i64::from(managed_state == "ready"));
+    }
+    registry.register(
+        "certkeeper_managed_certificate_expiry_timestamp_seconds",
+        "notAfter of the certificate in force, for the managed certificates expiring soonest ([metrics] managed_certificate_series of them)",
+        expiry,
+    );
+    registry.register(
+        "certkeeper_managed_certificate_ready",
+        "1 when the managed certificate's last attempt succeeded, for the same managed certificates",
+        ready,
+    );
+
+    let (firing, silenced) = (
+        Family::<AlertLabels, Gauge>::default(),
+        Gauge::<i64>::default(),
+    );
+    for entry in state.alerts.snapshot() {
+        if entry.silenced_by.is_some() {
+            silenced.inc();
+        } else {
+            firing
+                .get_or_create(&AlertLabels {
+                    rule: entry.alert.rule.clone(),
+                    severity: entry.alert.severity.as_str().into(),
+                })
+                .inc();
+        }
+    }
+    registry.register(
+        "certkeeper_alerts",
+        "Built-in alerts firing and not silenced, by rule and severity",
+        firing,
+    );
+    registry.register(
+        "certkeeper_alerts_silenced",
+        "Built-in alerts firing but held back by a silence",
+        silenced,
+    );
+    register_in_process(&mut registry, &state.metrics);
 
     let mut text = String::new();
     encode(&mut text, &registry).map_err(|e| Problem::internal(e.to_string()))?;

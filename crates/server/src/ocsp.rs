@@ -59,6 +59,21 @@ pub struct OcspService {
     /// Bumped by every revocation and rotation: an answer signed from a status read before the
     /// bump is not cached, so it cannot overwrite the re-signed one.
     generation: AtomicU64,
+    /// Responses signed with the responder key since start (key use, for `/metrics`).
+    signatures: AtomicU64,
+}
+
+/// See [`OcspService::freshness`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OcspFreshness {
+    /// The responder certificate's notAfter, Unix seconds.
+    pub responder_not_after: i64,
+    /// Oldest thisUpdate among cached answers.
+    pub oldest_this_update: Option<i64>,
+    /// Earliest nextUpdate among cached answers.
+    pub earliest_next_update: Option<i64>,
+    /// Cached answers.
+    pub cached: usize,
 }
 
 /// The answer to one HTTP request.
@@ -79,6 +94,7 @@ impl OcspService {
             issuer_dn: parse_certificate(ca.issuer.certificate_der())?.subject,
             cache: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            signatures: AtomicU64::new(0),
         })
     }
 
@@ -138,6 +154,47 @@ impl OcspService {
                     }
                 }
             }
+        }
+    }
+
+    /// Responses signed since start.
+    pub fn signatures(&self) -> u64 {
+        self.signatures.load(Ordering::Relaxed)
+    }
+
+    /// How fresh the responder is: its certificate's notAfter, and the oldest thisUpdate and
+    /// earliest nextUpdate among the cached answers (None with an empty cache).
+    pub fn freshness(&self) -> OcspFreshness {
+        let responder_not_after = self
+            .responder
+            .read()
+            .ok()
+            .and_then(|r| certkeeper_pki::parse_certificate(r.certificate_der()).ok())
+            .map_or(0, |summary| summary.not_after);
+        let (oldest, earliest, cached) = self
+            .cache
+            .read()
+            .map(|cache| {
+                cache
+                    .values()
+                    .fold((None, None, 0usize), |(old, next, n), e| {
+                        (
+                            Some(old.map_or(e.response.this_update, |o: i64| {
+                                o.min(e.response.this_update)
+                            })),
+                            Some(next.map_or(e.response.next_update, |x: i64| {
+                                x.min(e.response.next_update)
+                            })),
+                            n + 1,
+                        )
+                    })
+            })
+            .unwrap_or((None, None, 0));
+        OcspFreshness {
+            responder_not_after,
+            oldest_this_update: oldest,
+            earliest_next_update: earliest,
+            cached,
         }
     }
 
@@ -242,6 +299,7 @@ impl OcspService {
             .map(|r| r.clone())
             .map_err(|_| ServerError::Ca("the OCSP responder lock is poisoned".into()))?;
         let der = build_ocsp_response(&responder, &answers, now, nonce)?;
+        self.signatures.fetch_add(1, Ordering::Relaxed);
         Ok(CachedResponse {
             der: der.into(),
             this_update: now,

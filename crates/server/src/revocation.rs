@@ -228,6 +228,7 @@ async fn revoke_checked(
                 match other.certificate.source {
                     CertificateSource::Ca => "one of its CA certificates",
                     CertificateSource::External => "obtained from an external CA",
+                    CertificateSource::Discovered => "seen by a scan of a TLS endpoint",
                     _ => "imported",
                 }
             ),

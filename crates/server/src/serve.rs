@@ -134,7 +134,12 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
             &crate::sealing::KeySealer::default_path(&data_dir),
         )?),
         fleet: Arc::new(crate::agents::FleetHub::new(config.agents.clone())),
-        metrics: Arc::new(crate::metrics::Metrics::default()),
+        metrics: Arc::new(crate::metrics::Metrics::new(crate::metrics::KeyUsePolicy {
+            rate_per_minute: config.metrics.key_use_rate_per_minute,
+            expected: config.metrics.expected_key_principals.clone(),
+        })),
+        metrics_settings: config.metrics.clone(),
+        alerts: Arc::new(crate::alerting::AlertEngine::new(config.alerting.clone())),
     });
     state.crls.rebuild(&state).await?;
     let crl_task = crate::crl::spawn(state.clone());
@@ -155,6 +160,12 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
     });
 
     let mut background = vec![crl_task, ocsp_task];
+    if config.alerting.enabled {
+        background.push(crate::alerting::spawn(state.clone()));
+    }
+    for job in &config.scans {
+        background.push(crate::scan::spawn_job(state.clone(), job.clone()));
+    }
     if config.lifecycle.enabled {
         background.push(crate::lifecycle::spawn(
             state.clone(),

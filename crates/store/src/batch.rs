@@ -289,4 +289,5 @@ pub(crate) fn is_simple(change: &Change) -> bool {
         && change.managed_renew_now.is_empty()
         && change.managed_reschedules.is_empty()
         && change.fleet.is_empty()
+        && change.observe.is_empty()
 }

@@ -17,6 +17,7 @@ mod fleet;
 mod inventory;
 mod managed;
 mod model;
+mod observe;
 mod tokens;
 mod writer;
 
@@ -32,6 +33,7 @@ pub use counts::{CertificateCounts, Grouping};
 pub use error::StoreError;
 pub use fleet::*;
 pub use model::*;
+pub use observe::*;
 
 /// Which database engine backs the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

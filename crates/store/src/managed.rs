@@ -211,6 +211,33 @@ impl Store {
         rows.iter().map(decode).collect()
     }
 
+    /// Managed certificates being renewed now (lease held) or never issued yet, by name.
+    pub async fn managed_in_progress(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<ManagedRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM managed_certificates \
+             WHERE (lease_until IS NOT NULL AND lease_until > $1) OR state = 'pending' ORDER BY name LIMIT $2"
+        ))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Managed certificates whose last attempt failed, by name (what alerting looks at).
+    pub async fn failing_managed(&self) -> Result<Vec<ManagedRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM managed_certificates WHERE consecutive_failures > 0 ORDER BY name"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(decode).collect()
+    }
+
     /// The latest attempts of a managed certificate, newest first.
     pub async fn renewal_attempts(
         &self,

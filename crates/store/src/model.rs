@@ -16,6 +16,8 @@ pub enum CertificateSource {
     Ca,
     /// Obtained from an external ACME CA for a managed certificate.
     External,
+    /// Seen served at a TLS endpoint by `certkeeper scan`.
+    Discovered,
 }
 
 impl CertificateSource {
@@ -26,6 +28,7 @@ impl CertificateSource {
             CertificateSource::Imported => "imported",
             CertificateSource::Ca => "ca",
             CertificateSource::External => "external",
+            CertificateSource::Discovered => "discovered",
         }
     }
 
@@ -35,6 +38,7 @@ impl CertificateSource {
             "imported" => Ok(CertificateSource::Imported),
             "ca" => Ok(CertificateSource::Ca),
             "external" => Ok(CertificateSource::External),
+            "discovered" => Ok(CertificateSource::Discovered),
             other => Err(crate::StoreError::Corrupt(format!(
                 "unknown certificate source {other:?}"
             ))),
@@ -291,6 +295,8 @@ pub struct Change {
     pub managed_reschedules: Vec<ManagedReschedule>,
     /// Host agents and rollouts.
     pub fleet: Vec<crate::FleetWrite>,
+    /// Scan results and alert silences.
+    pub observe: Vec<crate::ObserveWrite>,
     /// Audit entries describing the change (or a denial, alone).
     pub audit: Vec<AuditEvent>,
 }

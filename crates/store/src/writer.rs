@@ -291,6 +291,7 @@ async fn apply_change(
     }
     crate::managed::apply(tx, change, now_s).await?;
     crate::fleet::apply(tx, change, now_s).await?;
+    crate::observe::apply(tx, change).await?;
     crate::acme::insert_new(tx, backend, &[change]).await?;
     crate::acme::apply_updates(
         tx,

@@ -1171,6 +1171,7 @@ async fn finalize(
     body: Bytes,
 ) -> Response {
     run(state, tenant, &headers.clone(), |ctx| async move {
+        let started = std::time::Instant::now();
         let verified = verify(&ctx, &headers, &uri, &body, KeyMode::Kid).await?;
         let account = verified.account()?.clone();
         let order: Loaded<OrderDoc> = load_owned(&ctx, AcmeKind::Order, &id, &account).await?;
@@ -1278,6 +1279,9 @@ async fn finalize(
             },
         )
         .await?;
+        ctx.app()
+            .metrics
+            .issued("acme", &response.profile, started.elapsed().as_secs_f64());
         Ok(json_reply(
             StatusCode::OK,
             order_json(&ctx.urls, &id, &done.doc, Status::Valid),
@@ -1557,6 +1561,7 @@ async fn record_validation(
 ) -> Option<ChallengeDoc> {
     let _permit = service.validations.clone().acquire_owned().await.ok()?;
     let challenge = authz.doc.challenges.get(index)?.clone();
+    let started = std::time::Instant::now();
     let key_authz = key_authorization(&challenge.token, thumbprint);
     let identifier = authz.doc.identifier.clone();
     let attempts = service.config.validation_attempts.max(1);
@@ -1586,6 +1591,11 @@ async fn record_validation(
             )
             .await;
     }
+    state.metrics.validation(
+        &challenge.kind,
+        result.is_ok(),
+        started.elapsed().as_secs_f64(),
+    );
     if result.is_err() {
         service.count_failed_validation(&failure_key(
             &authz.row.tenant,

@@ -1,0 +1,296 @@
+//! `certkeeper scan` against a real nginx serving five endpoints: a good certificate, an
+//! expired one, a wrong name, a missing intermediate and a revoked certificate (found in the
+//! issuer's CRL). Each finding is reported, recorded on the server, and feeds M1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::peers::start_nginx;
+use common::{TestServer, certkeeper, free_port, metric_sample, text};
+
+/// A test root with an expired leaf for `localhost`, outside certkeeper: (root PEM, leaf PEM,
+/// leaf key PEM).
+fn expired_chain() -> (String, String, String) {
+    let root_key = rcgen::KeyPair::generate().unwrap();
+    let mut root = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    root.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    root.distinguished_name
+        .push(rcgen::DnType::CommonName, "Scan Test Root");
+    root.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let root_cert = root.self_signed(&root_key).unwrap();
+    let issuer = rcgen::Issuer::new(root, root_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    leaf.not_after = rcgen::date_time_ymd(2020, 6, 1);
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    (root_cert.pem(), leaf_cert.pem(), leaf_key.serialize_pem())
+}
+
+async fn issue(server: &TestServer, sans: &[&str]) -> serde_json::Value {
+    let (status, body, text) = server
+        .post(
+            "/api/v1/certificates",
+            Some(server.token()),
+            &serde_json::json!({"profile": "tls-server", "sans": sans, "key_algorithm": "ecdsa-p256"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{text}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_reports_each_finding_records_it_and_feeds_m1() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(&config, "[crl]\ndebounce_ms = 50\n").unwrap();
+    // A fixed relying-party port: certificates name their CRL there.
+    let http_listen = format!("127.0.0.1:{}", free_port());
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--http-listen",
+            &http_listen,
+        ],
+    );
+    let work = dir.path().join("nginx");
+    std::fs::create_dir_all(&work).unwrap();
+
+    // What each endpoint serves: (name, certificate file contents, key).
+    let good = issue(&server, &["localhost"]).await;
+    let wrong = issue(&server, &["wrong.example.com"]).await;
+    let partial = issue(&server, &["localhost"]).await;
+    let revoked = issue(&server, &["localhost"]).await;
+    let (test_root, expired_leaf, expired_key) = expired_chain();
+    let pem = |v: &serde_json::Value, field: &str| v[field].as_str().unwrap().to_string();
+    let endpoints = [
+        (
+            "good",
+            pem(&good, "full_chain_pem"),
+            pem(&good, "private_key_pem"),
+        ),
+        ("expired", expired_leaf, expired_key),
+        (
+            "wrong",
+            pem(&wrong, "full_chain_pem"),
+            pem(&wrong, "private_key_pem"),
+        ),
+        // The leaf alone: the intermediate is missing.
+        (
+            "partial",
+            pem(&partial, "certificate_pem"),
+            pem(&partial, "private_key_pem"),
+        ),
+        (
+            "revoked",
+            pem(&revoked, "full_chain_pem"),
+            pem(&revoked, "private_key_pem"),
+        ),
+    ];
+    let mut block = String::new();
+    let mut ports = Vec::new();
+    for (name, chain, key) in &endpoints {
+        let port = free_port();
+        ports.push(port);
+        std::fs::write(work.join(format!("{name}.crt")), chain).unwrap();
+        std::fs::write(work.join(format!("{name}.key")), key).unwrap();
+        block.push_str(&format!(
+            "  server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {w}/{name}.crt; ssl_certificate_key {w}/{name}.key; location / {{ return 200; }} }}\n",
+            w = work.display()
+        ));
+    }
+    let _nginx = start_nginx(&work, &block, ports[4]);
+    let test_root_file = dir.path().join("test-root.pem");
+    std::fs::write(&test_root_file, test_root).unwrap();
+
+    // Revoke one, and wait until the CRL relying parties fetch lists it.
+    let revoked_serial = pem(&revoked, "serial");
+    let (status, _, text_) = server
+        .post(
+            "/api/v1/revocations",
+            Some(server.token()),
+            &serde_json::json!({"serial": revoked_serial, "reason": "keyCompromise"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{text_}");
+    let crl_url = format!("{}/crl/intermediate.crl", server.http);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let der = reqwest::get(&crl_url).await.unwrap().bytes().await.unwrap();
+        let crl = dir.path().join("crl.der");
+        std::fs::write(&crl, &der).unwrap();
+        let listed = common::run(
+            "openssl",
+            &[
+                "crl",
+                "-inform",
+                "DER",
+                "-in",
+                crl.to_str().unwrap(),
+                "-noout",
+                "-text",
+            ],
+            dir.path(),
+        );
+        if text(&listed)
+            .to_lowercase()
+            .contains(&format!("serial number: {revoked_serial}"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the CRL never listed {revoked_serial}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let root = dir.path().join("data/ca/root.crt");
+    let env = [
+        ("CERTKEEPER_SERVER", server.https.as_str()),
+        ("CERTKEEPER_TOKEN", server.token()),
+        ("CERTKEEPER_CA_FILE", root.to_str().unwrap()),
+    ];
+    let targets: Vec<String> = ports.iter().map(|p| format!("localhost:{p}")).collect();
+    let mut args = vec![
+        "scan",
+        "--trust",
+        test_root_file.to_str().unwrap(),
+        "--check",
+        "-o",
+        "json",
+    ];
+    args.extend(targets.iter().map(String::as_str));
+    let out = certkeeper(&args, dir.path(), &env);
+    // --check: some endpoints do not serve a valid certificate.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let reports: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reports.len(), 5, "{}", text(&out));
+    let expected: [(&str, &[&str]); 5] = [
+        ("good", &[]),
+        ("expired", &["expired"]),
+        ("wrong", &["name_mismatch"]),
+        ("partial", &["incomplete_chain"]),
+        ("revoked", &["revoked"]),
+    ];
+    for ((name, findings), (report, port)) in expected.iter().zip(reports.iter().zip(&ports)) {
+        assert_eq!(report["endpoint"], format!("localhost:{port}"));
+        let got: Vec<&str> = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        assert_eq!(&got, findings, "{name}: {report}");
+        assert_eq!(report["valid"], findings.is_empty(), "{name}: {report}");
+    }
+    assert_eq!(reports[4]["serial"], revoked_serial.as_str());
+
+    // Recorded: the latest scan of each endpoint, and the expired certificate (issued
+    // elsewhere) is new in the inventory as discovered.
+    let (status, recorded, body) = server.get("/api/v1/scans", Some(server.token())).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(recorded.as_array().unwrap().len(), 5, "{recorded}");
+    let (_, found, body) = server
+        .get(
+            "/api/v1/certificates?name=localhost&status=expired",
+            Some(server.token()),
+        )
+        .await;
+    let items = found["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(items.len(), 1, "{body}");
+    assert_eq!(items[0]["source"], "discovered", "{body}");
+    let audit = server.audit().await;
+    assert!(
+        audit.iter().any(|e| e["action"] == "scan.record"),
+        "no scan.record audit entry"
+    );
+
+    // M1 from /metrics: one valid endpoint of five.
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .bearer_auth(server.token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric_sample(&metrics, "certkeeper_targets{kind=\"scan\",valid=\"true\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric_sample(
+            &metrics,
+            "certkeeper_targets{kind=\"scan\",valid=\"false\"}"
+        ),
+        4.0
+    );
+    assert_eq!(
+        metric_sample(&metrics, "certkeeper_scan_findings{finding=\"revoked\"}"),
+        1.0
+    );
+
+    // The good endpoint alone passes --check; a CIDR sweep by address finds that the
+    // certificate does not name the address (offline: nothing recorded).
+    let good_target = targets[0].clone();
+    let out = certkeeper(&["scan", "--check", &good_target], dir.path(), &env);
+    assert!(out.status.success(), "{}", text(&out));
+    let good_port = ports[0].to_string();
+    let out = certkeeper(
+        &[
+            "scan",
+            "--no-record",
+            "-o",
+            "json",
+            "127.0.0.1/32",
+            "--ports",
+            &good_port,
+        ],
+        dir.path(),
+        &env,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let sweep: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sweep[0]["endpoint"], format!("127.0.0.1:{good_port}"));
+    assert!(
+        sweep[0]["findings"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("name_mismatch")),
+        "{sweep:?}"
+    );
+
+    // Bad input: a clear error, exit 2, nothing recorded.
+    for bad in [["scan", "localhost:0"], ["scan", "10.0.0.0/33"]] {
+        let out = certkeeper(&bad, dir.path(), &env);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains("error:"), "{}", text(&out));
+    }
+    let (_, recorded, _) = server.get("/api/v1/scans", Some(server.token())).await;
+    assert_eq!(recorded.as_array().unwrap().len(), 5);
+    // A bad submission to the API is a problem, and writes nothing.
+    let (status, problem, _) = server
+        .post(
+            "/api/v1/scans",
+            Some(server.token()),
+            &serde_json::json!({"results": [{"endpoint": "x:1", "server_name": "x", "scanned_at": 1, "chain": ["not base64!"]}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    let (_, recorded, _) = server.get("/api/v1/scans", Some(server.token())).await;
+    assert_eq!(recorded.as_array().unwrap().len(), 5);
+}

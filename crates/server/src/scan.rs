@@ -1,0 +1,874 @@
+//! TLS endpoint scanning: connect, read the chain an endpoint serves, and say what is wrong
+//! with it (expired, expiring, wrong name, incomplete chain, untrusted issuer, weak key,
+//! revoked by its CRL). `certkeeper scan` and scheduled scans both use [`Scanner`]; the rules
+//! themselves live in `certkeeper_pki` (`Finding`, `matches_name`, ...), the chain check is
+//! rustls' WebPKI verifier.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use certkeeper_pki::Finding;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
+use rustls::{CertificateError, RootCertStore};
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+/// Most endpoints one scan may cover (CIDR ranges times ports).
+pub const MAX_TARGETS: usize = 65_536;
+/// Largest CRL the scanner downloads.
+const MAX_CRL_BYTES: usize = 32 * 1024 * 1024;
+
+/// One endpoint to scan.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScanTarget {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl ScanTarget {
+    /// `host:port` (`[v6]:port` for IPv6).
+    pub fn endpoint(&self) -> String {
+        match self.host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(_)) => format!("[{}]:{}", self.host, self.port),
+            _ => format!("{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// Expands target specifications — `host:port`, `host` (on each of `ports`), `[v6]:port`,
+/// or a CIDR range such as `10.0.0.0/24` (each host address on each of `ports`) — into
+/// endpoints, without duplicates, in order.
+pub fn expand_targets(specs: &[String], ports: &[u16]) -> Result<Vec<ScanTarget>, String> {
+    if ports.is_empty() {
+        return Err("give at least one port".into());
+    }
+    let mut targets = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut push = |target: ScanTarget| -> Result<(), String> {
+        if seen.insert(target.clone()) {
+            targets.push(target);
+        }
+        if targets.len() > MAX_TARGETS {
+            return Err(format!(
+                "more than {MAX_TARGETS} endpoints; scan smaller ranges or fewer ports"
+            ));
+        }
+        Ok(())
+    };
+    for spec in specs.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        if spec.contains('/') {
+            let net: ipnet::IpNet = spec
+                .parse()
+                .map_err(|_| format!("{spec:?} is not a CIDR range such as 10.0.0.0/24"))?;
+            let hosts: Box<dyn Iterator<Item = IpAddr>> =
+                if net.prefix_len() == net.max_prefix_len() {
+                    Box::new(std::iter::once(net.addr()))
+                } else {
+                    Box::new(net.hosts())
+                };
+            for host in hosts {
+                for port in ports {
+                    push(ScanTarget {
+                        host: host.to_string(),
+                        port: *port,
+                    })?;
+                }
+            }
+            continue;
+        }
+        let (host, port) = split_host_port(spec)?;
+        match port {
+            Some(port) => push(ScanTarget { host, port })?,
+            None => {
+                for port in ports {
+                    push(ScanTarget {
+                        host: host.clone(),
+                        port: *port,
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(targets)
+}
+
+fn split_host_port(spec: &str) -> Result<(String, Option<u16>), String> {
+    let bad_port = |p: &str| format!("{spec:?}: {p:?} is not a port number (1-65535)");
+    let parse_port = |p: &str| match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err(bad_port(p)),
+        Ok(port) => Ok(port),
+    };
+    if let Some(rest) = spec.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("{spec:?}: missing ']' after the IPv6 address"))?;
+        host.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("{spec:?}: {host:?} is not an IPv6 address"))?;
+        return match after.strip_prefix(':') {
+            Some(port) => Ok((host.to_string(), Some(parse_port(port)?))),
+            None if after.is_empty() => Ok((host.to_string(), None)),
+            None => Err(format!("{spec:?}: expected [address]:port")),
+        };
+    }
+    if spec.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok((spec.to_string(), None));
+    }
+    let (host, port) = match spec.rsplit_once(':') {
+        Some((host, port)) => (host, Some(parse_port(port)?)),
+        None => (spec, None),
+    };
+    if host.is_empty()
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err(format!("{spec:?}: {host:?} is not a host name or address"));
+    }
+    Ok((host.to_ascii_lowercase(), port))
+}
+
+/// What one endpoint served and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ScanReport {
+    /// `host:port`.
+    pub endpoint: String,
+    /// The name sent with SNI and checked against the SANs (empty for an IP address).
+    pub server_name: String,
+    /// When, Unix seconds.
+    pub scanned_at: i64,
+    /// Why nothing was read (connection refused, handshake failure, timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Finding names: expired, not_yet_valid, expiring_soon, name_mismatch,
+    /// incomplete_chain, untrusted_issuer, weak_key, revoked.
+    #[serde(default)]
+    pub findings: Vec<String>,
+    /// One line per finding and per check that could not be made.
+    #[serde(default)]
+    pub details: Vec<String>,
+    /// Serial of the served certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Its subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Its notAfter, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<i64>,
+    /// The chain as served, leaf first, base64 DER.
+    #[serde(default)]
+    pub chain: Vec<String>,
+}
+
+impl ScanReport {
+    /// Whether the endpoint serves a certificate a client would accept (M1): something was
+    /// served and no finding other than `expiring_soon`.
+    pub fn valid(&self) -> bool {
+        self.error.is_none()
+            && !self.chain.is_empty()
+            && self
+                .findings
+                .iter()
+                .all(|f| Finding::parse(f).is_some_and(|f| !f.makes_invalid()))
+    }
+}
+
+/// Settings of a scan.
+#[derive(Debug, Clone)]
+pub struct ScanSettings {
+    /// Trusted roots, PEM (any number of certificates).
+    pub roots_pem: Vec<u8>,
+    /// Intermediates the scanner knows but an endpoint should send itself, PEM: a chain
+    /// that verifies only with them is `incomplete_chain`, not `untrusted_issuer`.
+    pub known_intermediates_pem: Vec<u8>,
+    /// Warn when a certificate expires within this many seconds.
+    pub warn_within_seconds: i64,
+    /// Connection and handshake timeout.
+    pub timeout: Duration,
+    /// Fetch CRLs named by served certificates and report revoked ones.
+    pub check_revocation: bool,
+}
+
+/// A CRL download shared by every endpoint naming the same URL.
+type CrlFetch = OnceCell<Result<Vec<u8>, String>>;
+
+/// Scans endpoints; share one per scan run (it caches CRLs and verifiers).
+pub struct Scanner {
+    roots: Arc<RootCertStore>,
+    known_intermediates: Vec<CertificateDer<'static>>,
+    settings: ScanSettings,
+    http: reqwest::Client,
+    crls: Mutex<HashMap<String, Arc<CrlFetch>>>,
+    verifiers: Mutex<HashMap<Vec<String>, Arc<WebPkiServerVerifier>>>,
+}
+
+impl std::fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scanner").finish_non_exhaustive()
+    }
+}
+
+fn pem_certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    if pem.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    certkeeper_pki::pem_to_der_certificates(pem)
+        .map(|ders| ders.into_iter().map(CertificateDer::from).collect())
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+impl Scanner {
+    /// A scanner trusting `settings.roots_pem`.
+    pub fn new(settings: ScanSettings) -> Result<Scanner, String> {
+        let mut roots = RootCertStore::empty();
+        let (added, _) = roots
+            .add_parsable_certificates(pem_certificates(&settings.roots_pem, "trusted roots")?);
+        if added == 0 {
+            return Err("no trusted root certificates: give --ca-file".into());
+        }
+        let known_intermediates =
+            pem_certificates(&settings.known_intermediates_pem, "known intermediates")?;
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout.max(Duration::from_secs(1)) * 2)
+            .user_agent(concat!("certkeeper-scan/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Scanner {
+            roots: Arc::new(roots),
+            known_intermediates,
+            settings,
+            http,
+            crls: Mutex::default(),
+            verifiers: Mutex::default(),
+        })
+    }
+
+    /// Scans one endpoint. Never fails: a connection problem is the report's `error`.
+    pub async fn scan(&self, target: &ScanTarget) -> ScanReport {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let server_name = if target.host.parse::<IpAddr>().is_ok() {
+            String::new()
+        } else {
+            target.host.clone()
+        };
+        let mut report = ScanReport {
+            endpoint: target.endpoint(),
+            server_name,
+            scanned_at: now,
+            error: None,
+            findings: Vec::new(),
+            details: Vec::new(),
+            serial: None,
+            subject: None,
+            not_after: None,
+            chain: Vec::new(),
+        };
+        match fetch_chain(&report.endpoint, &target.host, self.settings.timeout).await {
+            Err(error) => report.error = Some(error),
+            Ok(chain) => self.assess(&chain, &target.host, now, &mut report).await,
+        }
+        report
+    }
+
+    async fn assess(
+        &self,
+        chain: &[CertificateDer<'static>],
+        expected_name: &str,
+        now: i64,
+        report: &mut ScanReport,
+    ) {
+        report.chain = chain
+            .iter()
+            .map(|c| base64::engine::general_purpose::STANDARD.encode(c.as_ref()))
+            .collect();
+        let Some(leaf) = chain.first() else {
+            report.error = Some("the endpoint presented no certificate".into());
+            return;
+        };
+        let summary = match certkeeper_pki::parse_certificate(leaf.as_ref()) {
+            Ok(summary) => summary,
+            Err(error) => {
+                report.error = Some(format!("unreadable certificate: {error}"));
+                return;
+            }
+        };
+        report.serial = Some(summary.serial.clone());
+        report.subject = Some(summary.subject.clone());
+        report.not_after = Some(summary.not_after);
+
+        let mut found: Vec<(Finding, String)> = Vec::new();
+        if let Some(finding) = certkeeper_pki::validity_findings(
+            summary.not_before,
+            summary.not_after,
+            now,
+            self.settings.warn_within_seconds,
+        ) {
+            let detail = match finding {
+                Finding::NotYetValid => format!("not valid before {}", rfc3339(summary.not_before)),
+                Finding::Expired => format!("expired at {}", rfc3339(summary.not_after)),
+                _ => format!("expires at {}", rfc3339(summary.not_after)),
+            };
+            found.push((finding, detail));
+        }
+        if !certkeeper_pki::matches_name(&summary.sans, expected_name) {
+            found.push((
+                Finding::NameMismatch,
+                format!("{expected_name} is not among the certificate's names"),
+            ));
+        }
+        if let Some(reason) = certkeeper_pki::weak_key_reason(leaf.as_ref()) {
+            found.push((Finding::WeakKey, reason));
+        }
+        if let Some(chain_finding) = self.check_chain(chain, &summary, now, report).await {
+            found.push(chain_finding);
+        }
+        found.sort();
+        found.dedup_by_key(|(finding, _)| *finding);
+        for (finding, detail) in found {
+            report.findings.push(finding.as_str().to_string());
+            report
+                .details
+                .push(format!("{}: {detail}", finding.as_str()));
+        }
+    }
+
+    /// Verifies the chain (with the CRLs the leaf names) and returns what is wrong with it.
+    async fn check_chain(
+        &self,
+        chain: &[CertificateDer<'static>],
+        summary: &certkeeper_pki::CertificateSummary,
+        now: i64,
+        report: &mut ScanReport,
+    ) -> Option<(Finding, String)> {
+        let leaf = chain.first()?;
+        // The chain is judged at a moment inside the leaf's validity, under a name it holds,
+        // so that an expired certificate or a wrong name does not hide a chain problem.
+        let at = UnixTime::since_unix_epoch(Duration::from_secs(
+            now.clamp(summary.not_before, summary.not_after).max(0) as u64,
+        ));
+        let chain_name = summary
+            .sans
+            .iter()
+            .find_map(|san| match san {
+                certkeeper_pki::SanEntry::Dns(name) => {
+                    ServerName::try_from(name.replace("*.", "wildcard.")).ok()
+                }
+                certkeeper_pki::SanEntry::Ip(ip) => Some(ServerName::IpAddress((*ip).into())),
+                _ => None,
+            })
+            .unwrap_or(ServerName::IpAddress(
+                std::net::Ipv4Addr::UNSPECIFIED.into(),
+            ));
+        let crl_urls = if self.settings.check_revocation {
+            certkeeper_pki::crl_distribution_urls(leaf.as_ref())
+        } else {
+            Vec::new()
+        };
+        let verifier = match self.verifier(&crl_urls, &mut report.details).await {
+            Ok(verifier) => verifier,
+            Err(error) => {
+                report.details.push(format!("chain not checked: {error}"));
+                return None;
+            }
+        };
+        let presented = &chain[1..];
+        let error = match verifier.verify_server_cert(leaf, presented, &chain_name, &[], at) {
+            Ok(_) => return None,
+            Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+                let mut completed = presented.to_vec();
+                completed.extend(self.known_intermediates.iter().cloned());
+                match verifier.verify_server_cert(leaf, &completed, &chain_name, &[], at) {
+                    Ok(_) => {
+                        return Some((
+                            Finding::IncompleteChain,
+                            "the endpoint does not send the intermediate certificate its chain needs"
+                                .into(),
+                        ));
+                    }
+                    Err(error) => error,
+                }
+            }
+            Err(error) => error,
+        };
+        Some(match error {
+            rustls::Error::InvalidCertificate(CertificateError::Revoked) => (
+                Finding::Revoked,
+                "listed as revoked by its issuer's CRL".into(),
+            ),
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => (
+                Finding::UntrustedIssuer,
+                "the chain does not lead to a trusted root".into(),
+            ),
+            rustls::Error::InvalidCertificate(
+                CertificateError::Expired | CertificateError::ExpiredContext { .. },
+            ) => (
+                Finding::Expired,
+                "a certificate of the chain has expired".into(),
+            ),
+            rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ) if summary.sans.is_empty() => (
+                Finding::NameMismatch,
+                "the certificate has no subject alternative names".into(),
+            ),
+            other => (
+                Finding::UntrustedIssuer,
+                format!("the chain does not verify: {other}"),
+            ),
+        })
+    }
+
+    /// A verifier over the trusted roots and the CRLs at `urls` (fetched once per scan run;
+    /// one that cannot be fetched is reported and left out).
+    async fn verifier(
+        &self,
+        urls: &[String],
+        details: &mut Vec<String>,
+    ) -> Result<Arc<WebPkiServerVerifier>, String> {
+        let mut crls = Vec::new();
+        for url in urls {
+            match self.crl(url).await {
+                Ok(der) => crls.push(CertificateRevocationListDer::from(der)),
+                Err(error) => details.push(format!("revocation not checked: {error}")),
+            }
+        }
+        let key: Vec<String> = urls.to_vec();
+        if let Some(verifier) = lock(&self.verifiers).get(&key) {
+            return Ok(verifier.clone());
+        }
+        let verifier = WebPkiServerVerifier::builder_with_provider(
+            self.roots.clone(),
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        )
+        .with_crls(crls)
+        .only_check_end_entity_revocation()
+        .allow_unknown_revocation_status()
+        .build()
+        .map_err(|e| format!("cannot use the CRLs: {e}"))?;
+        lock(&self.verifiers).insert(key, verifier.clone());
+        Ok(verifier)
+    }
+
+    async fn crl(&self, url: &str) -> Result<Vec<u8>, String> {
+        let cell = lock(&self.crls).entry(url.to_string()).or_default().clone();
+        cell.get_or_init(|| fetch_crl(&self.http, url))
+            .await
+            .clone()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves a plain cache behind: still usable.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn fetch_crl(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("fetching the CRL {url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!(
+            "fetching the CRL {url}: HTTP {}",
+            response.status()
+        ));
+    }
+    if response
+        .content_length()
+        .is_some_and(|n| n as usize > MAX_CRL_BYTES)
+    {
+        return Err(format!(
+            "the CRL {url} is larger than {MAX_CRL_BYTES} bytes"
+        ));
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("reading the CRL {url}: {e}"))?;
+    if body.len() > MAX_CRL_BYTES {
+        return Err(format!(
+            "the CRL {url} is larger than {MAX_CRL_BYTES} bytes"
+        ));
+    }
+    if body.starts_with(b"-----BEGIN") {
+        let block = pem::parse(&body).map_err(|e| format!("the CRL {url}: {e}"))?;
+        return Ok(block.into_contents());
+    }
+    Ok(body.to_vec())
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// Connects to `address` with TLS, sending `host` as SNI unless it is an IP address, and
+/// returns the chain the server presented (any certificate accepted: judging it is the
+/// caller's business; the handshake signature is still verified).
+pub async fn fetch_chain(
+    address: &str,
+    host: &str,
+    timeout: Duration,
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyCertificate))
+    .with_no_client_auth();
+    let server_name = match host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        Ok(ip) => ServerName::IpAddress(ip.into()),
+        Err(_) => ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?,
+    };
+    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address))
+        .await
+        .map_err(|_| format!("connecting to {address} timed out"))?
+        .map_err(|e| format!("connecting to {address}: {e}"))?;
+    let tls = tokio::time::timeout(
+        timeout,
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server_name, stream),
+    )
+    .await
+    .map_err(|_| format!("TLS handshake with {address} timed out"))?
+    .map_err(|e| format!("TLS handshake with {address}: {e}"))?;
+    let (_, connection) = tls.get_ref();
+    let chain: Vec<CertificateDer<'static>> = connection
+        .peer_certificates()
+        .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default();
+    if chain.is_empty() {
+        return Err(format!("{address} presented no certificate"));
+    }
+    Ok(chain)
+}
+
+/// Accepts any certificate: the scanner and the deployment probe read what is presented and
+/// judge it themselves.
+#[derive(Debug)]
+struct AnyCertificate;
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Where the system's trusted roots are (Debian and most distributions; `SSL_CERT_FILE`
+/// overrides).
+pub fn system_roots_pem() -> Vec<u8> {
+    let path = std::env::var_os("SSL_CERT_FILE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
+    std::fs::read(path).unwrap_or_default()
+}
+
+/// Scans every target, at most `concurrency` at once, calling `done` after each.
+pub async fn scan_all(
+    scanner: Arc<Scanner>,
+    targets: Vec<ScanTarget>,
+    concurrency: usize,
+    done: impl Fn(&ScanReport),
+) -> Vec<ScanReport> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, target) in targets.into_iter().enumerate() {
+        let (scanner, permits) = (scanner.clone(), permits.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            (index, scanner.scan(&target).await)
+        });
+    }
+    let mut reports = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((index, report)) = joined {
+            done(&report);
+            reports.push((index, report));
+        }
+    }
+    reports.sort_by_key(|(index, _)| *index);
+    reports.into_iter().map(|(_, report)| report).collect()
+}
+
+/// Records scan reports for `tenant`: each served leaf into the inventory (source
+/// `discovered`, unless the tenant already holds it) and the latest scan of each endpoint,
+/// in one change with one audit entry. Returns (endpoints recorded, certificates added).
+pub async fn record(
+    state: &crate::AppState,
+    actor: &str,
+    tenant: &str,
+    reports: &[ScanReport],
+) -> Result<(usize, usize), crate::problem::Problem> {
+    use certkeeper_store::{AuditEvent, Change, ObserveWrite, Outcome, ScanRecord};
+    let mut certificates = Vec::new();
+    let mut writes = Vec::new();
+    for report in reports {
+        let leaf = match report.chain.first() {
+            Some(text) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|_| {
+                        crate::problem::Problem::malformed(format!(
+                            "{}: chain[0] is not base64 DER",
+                            report.endpoint
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
+        let summary = match &leaf {
+            Some(der) => Some(certkeeper_pki::parse_certificate(der).map_err(|e| {
+                crate::problem::Problem::malformed(format!("{}: {e}", report.endpoint))
+            })?),
+            None => None,
+        };
+        if let Some(finding) = report.findings.iter().find(|f| Finding::parse(f).is_none()) {
+            return Err(crate::problem::Problem::malformed(format!(
+                "{}: unknown finding {finding:?}",
+                report.endpoint
+            )));
+        }
+        if let (Some(der), Some(summary)) = (leaf, summary.clone()) {
+            let mut labels = std::collections::BTreeMap::new();
+            labels.insert("endpoint".to_string(), report.endpoint.clone());
+            certificates.push(crate::inventory::record(
+                summary,
+                der,
+                crate::inventory::Provenance {
+                    profile: None,
+                    tenant: tenant.to_string(),
+                    requester: actor.to_string(),
+                    source: certkeeper_store::CertificateSource::Discovered,
+                    labels,
+                    crl_shard: 0,
+                },
+            ));
+        }
+        writes.push(ObserveWrite::Scan(ScanRecord {
+            tenant: tenant.to_string(),
+            endpoint: report.endpoint.clone(),
+            server_name: report.server_name.clone(),
+            scanned_at: report.scanned_at,
+            scanner: actor.to_string(),
+            fingerprint_sha256: summary.as_ref().map(|s| s.fingerprint_sha256.clone()),
+            serial: summary.as_ref().map(|s| s.serial.clone()),
+            not_after: summary.as_ref().map(|s| s.not_after),
+            findings: report.findings.clone(),
+            valid: report.valid(),
+            error: report.error.clone(),
+        }));
+    }
+    let invalid = reports.iter().filter(|r| !r.valid()).count();
+    let outcome = state
+        .store
+        .apply(Change {
+            certificates,
+            skip_duplicate_certificates: true,
+            observe: writes,
+            audit: vec![AuditEvent {
+                actor: actor.to_string(),
+                action: "scan.record".into(),
+                object: format!("{} endpoints", reports.len()),
+                outcome: Outcome::Success,
+                detail: serde_json::json!({
+                    "tenant": tenant,
+                    "endpoints": reports.len(),
+                    "invalid": invalid,
+                }),
+            }],
+            ..Change::default()
+        })
+        .await?;
+    Ok((reports.len(), outcome.inserted_certificate_ids.len()))
+}
+
+/// Runs a `[[scan]]` job every `interval`, recording what it finds.
+pub fn spawn_job(
+    state: crate::SharedState,
+    job: crate::config::ScanJobConfig,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(error) = run_job(&state, &job).await {
+                tracing::error!(scan = %job.name, %error, "scheduled scan failed");
+            }
+            tokio::time::sleep(Duration::from_secs(job.interval.max(10))).await;
+        }
+    })
+}
+
+async fn run_job(
+    state: &crate::SharedState,
+    job: &crate::config::ScanJobConfig,
+) -> Result<(), String> {
+    let mut roots_pem = match &job.ca_file {
+        Some(path) => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        None => system_roots_pem(),
+    };
+    roots_pem
+        .extend_from_slice(certkeeper_pki::to_pem("CERTIFICATE", &state.ca.root_der).as_bytes());
+    let scanner = Scanner::new(ScanSettings {
+        roots_pem,
+        known_intermediates_pem: state.ca.chain_pem.as_bytes().to_vec(),
+        warn_within_seconds: i64::try_from(job.warn_within).unwrap_or(i64::MAX),
+        timeout: Duration::from_secs(5),
+        check_revocation: true,
+    })?;
+    let targets = expand_targets(&job.targets, &job.ports)?;
+    let reports = scan_all(Arc::new(scanner), targets, job.concurrency, |_| {}).await;
+    let actor = format!("scan:{}", job.name);
+    record(state, &actor, &job.tenant, &reports)
+        .await
+        .map_err(|p| p.detail)?;
+    tracing::info!(scan = %job.name, endpoints = reports.len(), "scheduled scan recorded");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn specs(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_string()).collect()
+    }
+
+    #[test]
+    fn targets_expand_hosts_ports_and_ranges() {
+        let targets = expand_targets(
+            &specs(&[
+                "web.example:8443",
+                "api.example",
+                "10.0.0.0/30",
+                "[::1]:443",
+                "::1",
+            ]),
+            &[443, 8443],
+        )
+        .unwrap();
+        let endpoints: Vec<String> = targets.iter().map(ScanTarget::endpoint).collect();
+        assert_eq!(
+            endpoints,
+            [
+                "web.example:8443",
+                "api.example:443",
+                "api.example:8443",
+                "10.0.0.1:443",
+                "10.0.0.1:8443",
+                "10.0.0.2:443",
+                "10.0.0.2:8443",
+                "[::1]:443",
+                "[::1]:8443",
+            ]
+        );
+        assert_eq!(
+            expand_targets(&specs(&["127.0.0.1/32"]), &[443]).unwrap(),
+            [ScanTarget {
+                host: "127.0.0.1".into(),
+                port: 443
+            }]
+        );
+    }
+
+    #[test]
+    fn bad_targets_say_what_is_wrong() {
+        for (spec, expected) in [
+            ("host:0", "not a port"),
+            ("host:99999", "not a port"),
+            ("10.0.0.0/33", "CIDR"),
+            ("bad host", "not a host"),
+            ("[::1:443", "missing ']'"),
+        ] {
+            let error = expand_targets(&specs(&[spec]), &[443]).unwrap_err();
+            assert!(error.contains(expected), "{spec}: {error}");
+        }
+        assert!(
+            expand_targets(&specs(&["10.0.0.0/8"]), &[443])
+                .unwrap_err()
+                .contains("more than")
+        );
+        assert!(expand_targets(&specs(&["a"]), &[]).is_err());
+    }
+
+    #[test]
+    fn only_expiring_soon_keeps_an_endpoint_valid() {
+        let mut report = ScanReport {
+            endpoint: "a:1".into(),
+            server_name: "a".into(),
+            scanned_at: 0,
+            error: None,
+            findings: vec!["expiring_soon".into()],
+            details: vec![],
+            serial: None,
+            subject: None,
+            not_after: None,
+            chain: vec!["AA==".into()],
+        };
+        assert!(report.valid());
+        report.findings.push("incomplete_chain".into());
+        assert!(!report.valid());
+        report.findings.clear();
+        report.error = Some("refused".into());
+        assert!(!report.valid());
+    }
+}

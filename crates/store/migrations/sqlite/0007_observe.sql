@@ -1,0 +1,30 @@
+-- What `certkeeper scan` and scheduled scans saw at each TLS endpoint (the latest scan).
+CREATE TABLE scan_endpoints (
+    tenant TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    server_name TEXT NOT NULL,
+    scanned_at BIGINT NOT NULL,
+    scanner TEXT NOT NULL,
+    certificate_id BIGINT,
+    serial TEXT,
+    not_after BIGINT,
+    findings TEXT NOT NULL,
+    valid BIGINT NOT NULL,
+    error TEXT,
+    PRIMARY KEY (tenant, endpoint, server_name)
+);
+
+-- Silences of built-in alerts: every alert whose labels match all matchers is held back
+-- between starts_at and ends_at.
+CREATE TABLE alert_silences (
+    id TEXT PRIMARY KEY,
+    matchers TEXT NOT NULL,
+    starts_at BIGINT NOT NULL,
+    ends_at BIGINT NOT NULL,
+    comment TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+
+-- `/metrics` gives the soonest-expiring managed certificates their own series.
+CREATE INDEX managed_certificates_not_after ON managed_certificates (not_after);
