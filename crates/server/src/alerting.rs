@@ -9,8 +9,8 @@
 //!   expires within `expiring_within` (no successful renewal is scheduled before it).
 //! - `RenewalFailing` (ticket): `renewal_failures` or more consecutive failed renewals.
 //! - `PartialRollout` (page): a paused or halted rollout left agents on mixed certificates.
-//! - `CaNearExpiry` (page): the root, issuing CA or OCSP signer certificate expires within
-//!   `ca_expiring_within`.
+//! - `CaNearExpiry` (page): the root or issuing CA certificate expires within
+//!   `ca_expiring_within`, or the OCSP signer within `ocsp_signer_expiring_within`.
 //! - `CrlStale` (page): a CRL not rebuilt for two refresh periods, or past its nextUpdate.
 //! - `OcspStale` (page): a cached OCSP response is past its nextUpdate.
 //!
@@ -240,18 +240,23 @@ pub async fn firing_alerts(
         });
     }
     let ca_within = i64::try_from(settings.ca_expiring_within).unwrap_or(i64::MAX);
+    let signer_within = i64::try_from(settings.ocsp_signer_expiring_within).unwrap_or(i64::MAX);
     let signer_not_after = state.ocsp.freshness().responder_not_after;
     let ca_not_after = |der: &[u8]| {
         certkeeper_pki::parse_certificate(der)
             .map(|s| s.not_after)
             .unwrap_or(0)
     };
-    for (subject, not_after) in [
-        ("root", ca_not_after(&state.ca.root_der)),
-        ("issuing", ca_not_after(state.ca.issuer.certificate_der())),
-        ("ocsp-signer", signer_not_after),
+    for (subject, not_after, within) in [
+        ("root", ca_not_after(&state.ca.root_der), ca_within),
+        (
+            "issuing",
+            ca_not_after(state.ca.issuer.certificate_der()),
+            ca_within,
+        ),
+        ("ocsp-signer", signer_not_after, signer_within),
     ] {
-        if not_after != 0 && not_after - now <= ca_within {
+        if not_after != 0 && not_after - now <= within {
             alerts.push(Alert {
                 rule: "CaNearExpiry".into(),
                 subject: subject.into(),

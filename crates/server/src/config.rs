@@ -108,12 +108,19 @@ pub struct AlertingSection {
     pub expiring_within: u64,
     /// Consecutive failed renewals that open a ticket (default 3).
     pub renewal_failures: i64,
-    /// A CA or OCSP signer certificate expiring within this pages (default 30d).
+    /// A root or issuing CA certificate expiring within this pages (default 30d).
     #[serde(
         deserialize_with = "duration_seconds",
         serialize_with = "serialize_seconds"
     )]
     pub ca_expiring_within: u64,
+    /// The OCSP signer certificate expiring within this pages (default 7d; it lives 30 days
+    /// and is replaced with 10 left, so this means its replacement failed).
+    #[serde(
+        deserialize_with = "duration_seconds",
+        serialize_with = "serialize_seconds"
+    )]
+    pub ocsp_signer_expiring_within: u64,
     /// Labels that group alerts into one notification (default ["owner"]).
     pub group_by: Vec<String>,
     /// How long a new group waits before its first notification, so that alerts starting
@@ -144,6 +151,7 @@ impl Default for AlertingSection {
             expiring_within: 14 * DAY,
             renewal_failures: 3,
             ca_expiring_within: 30 * DAY,
+            ocsp_signer_expiring_within: 7 * DAY,
             group_by: vec!["owner".into()],
             group_wait: 30,
             repeat_interval: 4 * 3600,
