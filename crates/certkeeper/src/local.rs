@@ -109,6 +109,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         "  Relying parties:   http://{}  (CA certificates: /ca/root.crt, /ca/chain.pem)",
         started.http
     );
+    println!("  Web dashboard:     https://{}/ui/", started.https);
     if let Some(agents) = started.agents {
         println!("  Agents (mTLS):     https://{agents}");
     }

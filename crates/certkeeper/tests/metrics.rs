@@ -152,10 +152,17 @@ async fn metrics_report_what_was_arranged_and_need_a_token() {
             "certkeeper_key_uses_total{key=\"issuing\",principal=\"crl\"}"
         ) >= 1.0
     );
-    assert!(
-        !text.contains("certkeeper_key_access_anomalies_total{"),
-        "{text}"
-    );
+    for reason in ["unexpected_principal", "rate"] {
+        assert_eq!(
+            sample(
+                &text,
+                &format!(
+                    "certkeeper_key_access_anomalies_total{{key=\"issuing\",reason=\"{reason}\"}}"
+                ),
+            ),
+            0.0
+        );
+    }
     // Per managed certificate, for the few there are: expiry and readiness.
     assert_eq!(
         sample(
@@ -191,6 +198,30 @@ async fn metrics_report_what_was_arranged_and_need_a_token() {
     );
     let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
     assert!(expiry > now, "{expiry}");
+    // Every metric the shipped Grafana dashboard and Prometheus rules query exists.
+    let families: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist");
+    for file in ["grafana/certkeeper.json", "prometheus/certkeeper-rules.yml"] {
+        let shipped = std::fs::read_to_string(root.join(file)).unwrap();
+        for (start, _) in shipped.match_indices("certkeeper_") {
+            let name: String = shipped[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let family = ["_bucket", "_count", "_sum", "_total"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            assert!(
+                families.contains(family),
+                "{file} queries {name}, which /metrics does not have"
+            );
+        }
+    }
     // Bounded labels: no serial appears anywhere.
     for serial in &serials {
         assert!(!text.contains(serial.as_str()), "{serial} in the metrics");

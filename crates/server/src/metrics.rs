@@ -199,6 +199,14 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// Counters and histograms, with this key-use policy.
     pub fn new(key_policy: KeyUsePolicy) -> Metrics {
+        let key_anomalies = Family::<AnomalyLabels, Counter>::default();
+        // Present from the start at zero, so that `increase()` sees the first anomaly.
+        for reason in ["unexpected_principal", "rate"] {
+            let _zero = key_anomalies.get_or_create(&AnomalyLabels {
+                key: "issuing".into(),
+                reason: reason.into(),
+            });
+        }
         Metrics {
             renewal_attempts: Family::default(),
             renewal_seconds: Family::new_with_constructor(renewal_histogram),
@@ -208,7 +216,7 @@ impl Metrics {
             validations: Family::default(),
             validation_seconds: Family::new_with_constructor(fast_histogram),
             key_uses: Family::default(),
-            key_anomalies: Family::default(),
+            key_anomalies,
             deliveries: Family::default(),
             key_policy,
             key_use_window: std::sync::Mutex::default(),

@@ -1349,3 +1349,95 @@ both_backends!(
         assert_eq!(record.key_sealed.as_deref(), Some("v1:kept"));
     }
 );
+
+both_backends!(
+    scans_replace_per_endpoint_and_silences_expire_once,
+    |db: TestDb| async move {
+        use certkeeper_store::{ObserveWrite, ScanRecord, SilenceRecord};
+        let store = Store::open(&db.url, key()).await.unwrap();
+        store
+            .apply(issue_change(certificate(
+                "0a",
+                "web.example.com",
+                "t",
+                NOW + 86_400,
+                &[],
+            )))
+            .await
+            .unwrap();
+        let scan = |valid: bool, findings: &[&str], at: i64| {
+            ObserveWrite::Scan(ScanRecord {
+                tenant: "t".into(),
+                endpoint: "web.example.com:443".into(),
+                server_name: "web.example.com".into(),
+                scanned_at: at,
+                scanner: "tester".into(),
+                fingerprint_sha256: Some("fp-0a".into()),
+                serial: Some("0a".into()),
+                not_after: Some(NOW + 86_400),
+                findings: findings.iter().map(|f| f.to_string()).collect(),
+                valid,
+                error: None,
+            })
+        };
+        for (valid, findings, at) in [(false, &["expired"][..], NOW), (true, &[][..], NOW + 60)] {
+            store
+                .apply(Change {
+                    observe: vec![scan(valid, findings, at)],
+                    audit: vec![event("scan.record", "1 endpoints")],
+                    ..Change::default()
+                })
+                .await
+                .unwrap();
+        }
+        // The second scan replaced the first, linked to the inventory row.
+        let endpoints = store.scan_endpoints(Some("t"), 10).await.unwrap();
+        assert_eq!(endpoints.len(), 1);
+        assert!(endpoints[0].record.valid);
+        assert_eq!(endpoints[0].record.scanned_at, NOW + 60);
+        assert!(endpoints[0].certificate_id.is_some());
+        assert!(
+            store
+                .scan_endpoints(Some("other"), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let counts = store.target_counts(NOW).await.unwrap();
+        assert_eq!((counts.scanned_valid, counts.scanned_invalid), (1, 0));
+        assert!(store.scan_finding_counts().await.unwrap().is_empty());
+
+        let silence = SilenceRecord {
+            id: "s1".into(),
+            matchers: BTreeMap::from([("owner".to_string(), "web".to_string())]),
+            starts_at: NOW,
+            ends_at: NOW + 3600,
+            comment: "maintenance".into(),
+            created_by: "tester".into(),
+            created_at: NOW,
+        };
+        store
+            .apply(Change {
+                observe: vec![ObserveWrite::Silence(silence.clone())],
+                audit: vec![event("alert.silence", "s1")],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.silences(NOW).await.unwrap(), vec![silence]);
+        let expire = || Change {
+            observe: vec![ObserveWrite::ExpireSilence {
+                id: "s1".into(),
+                at: NOW + 10,
+            }],
+            audit: vec![event("alert.silence.expire", "s1")],
+            ..Change::default()
+        };
+        store.apply(expire()).await.unwrap();
+        assert!(store.silences(NOW + 10).await.unwrap().is_empty());
+        // Expiring it again fails and writes nothing (not even its audit entry).
+        let before = store.audit_latest_seq().await.unwrap();
+        assert!(store.apply(expire()).await.is_err());
+        assert_eq!(store.audit_latest_seq().await.unwrap(), before);
+    }
+);

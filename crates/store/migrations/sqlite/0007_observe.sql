@@ -28,3 +28,9 @@ CREATE TABLE alert_silences (
 
 -- `/metrics` gives the soonest-expiring managed certificates their own series.
 CREATE INDEX managed_certificates_not_after ON managed_certificates (not_after);
+
+-- `/metrics` counts certificates by status and expiry window (all tenants, then the system
+-- tenant's own to take off), and managed certificates by state, from these indexes alone.
+CREATE INDEX certificates_status_not_after ON certificates (status, not_after);
+CREATE INDEX certificates_tenant_status_not_after ON certificates (tenant, status, not_after);
+CREATE INDEX managed_certificates_state ON managed_certificates (state);
