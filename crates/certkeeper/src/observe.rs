@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certkeeper_server::observe_api::{AlertView, ScanEndpointView, ScanRecorded, SilenceView};
-use certkeeper_server::scan::{ScanReport, ScanSettings, Scanner, expand_targets, scan_all};
+use certkeeper_server::scan::{
+    RECORD_BATCH, ScanReport, ScanSettings, Scanner, expand_targets, scan_all, worth_recording,
+};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -17,9 +19,6 @@ use crate::ServerArgs;
 use crate::client::Client;
 use crate::error::CliError;
 use crate::output::{OutputFormat, print_json, print_table};
-
-/// Scan results are sent in batches of this many endpoints.
-const RECORD_BATCH: usize = 200;
 
 /// `certkeeper scan`.
 #[derive(Debug, Args)]
@@ -164,12 +163,17 @@ pub async fn scan(args: ScanArgs) -> Result<ExitCode, CliError> {
     if args.server.output == OutputFormat::Json {
         progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let reports = scan_all(Arc::new(scanner), targets, args.concurrency, |report| {
-        progress.inc(1);
-        if !report.valid() {
-            progress.set_message(format!("last problem: {}", report.endpoint));
-        }
-    })
+    let reports = scan_all(
+        Arc::new(scanner),
+        targets.clone(),
+        args.concurrency,
+        |report| {
+            progress.inc(1);
+            if !report.valid() {
+                progress.set_message(format!("last problem: {}", report.endpoint));
+            }
+        },
+    )
     .await;
     progress.finish_and_clear();
 
@@ -178,12 +182,13 @@ pub async fn scan(args: ScanArgs) -> Result<ExitCode, CliError> {
         discovered: 0,
     };
     if let Some(client) = &client {
-        // Only endpoints that answered, or that were named explicitly, are worth a row:
-        // a CIDR sweep would otherwise record every silent address.
-        let worth: Vec<ScanReport> = reports
+        // Named endpoints, and swept addresses that answered: a CIDR sweep would otherwise
+        // record every silent address.
+        let worth: Vec<&ScanReport> = targets
             .iter()
-            .filter(|r| !r.chain.is_empty() || !specs.iter().any(|s| s.contains('/')))
-            .cloned()
+            .zip(&reports)
+            .filter(|(target, report)| worth_recording(target, report))
+            .map(|(_, report)| report)
             .collect();
         for batch in worth.chunks(RECORD_BATCH) {
             let answer: ScanRecorded = client

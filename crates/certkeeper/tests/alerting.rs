@@ -303,6 +303,47 @@ severities = ["page"]
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("no silence"), "{}", text(&out));
+    // A tenant's token: its silences are bound to its tenant, and it can neither see nor end
+    // a fleet-wide one.
+    let (status, global, text_) = server
+        .post(
+            "/api/v1/alerts/silences",
+            Some(server.token()),
+            &serde_json::json!({"matchers": {"rule": "RenewalFailing"}, "comment": "fleet-wide"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{text_}");
+    let (_, tenant_token) = server.create_token("issuer", Some("shop")).await;
+    let (status, own, text_) = server
+        .post(
+            "/api/v1/alerts/silences",
+            Some(&tenant_token),
+            &serde_json::json!({"matchers": {"owner": "web"}, "comment": "shop window"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{text_}");
+    assert_eq!(own["matchers"]["tenant"], "shop", "{own}");
+    let (_, listed, _) = server
+        .get("/api/v1/alerts/silences", Some(&tenant_token))
+        .await;
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [own["id"].as_str().unwrap()], "{listed}");
+    let response = server
+        .client
+        .delete(server.url(&format!(
+            "/api/v1/alerts/silences/{}",
+            global["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&tenant_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
     // Auditors read alerts but cannot silence.
     let (_, auditor) = server.create_token("auditor", None).await;
     let (status, _, _) = server

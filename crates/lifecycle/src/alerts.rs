@@ -128,6 +128,9 @@ pub struct Notification {
 #[derive(Debug, Clone, Default)]
 struct GroupState {
     notified: BTreeMap<String, Alert>,
+    /// Notified alerts that stopped firing while others went on: sent with the group's
+    /// resolved notification.
+    stopped: BTreeMap<String, Alert>,
     last_sent: Option<i64>,
     /// When a group not yet notified first had an alert (for `group_wait`).
     pending_since: Option<i64>,
@@ -200,7 +203,8 @@ impl Notifier {
                     let Some(state) = self.groups.get(&key) else {
                         continue;
                     };
-                    let Some(first) = state.notified.values().next() else {
+                    let Some(first) = state.notified.values().chain(state.stopped.values()).next()
+                    else {
                         self.groups.remove(&key);
                         continue;
                     };
@@ -215,12 +219,13 @@ impl Notifier {
                 .filter(|a| silenced_by(a, silences, now).is_none())
                 .collect();
             let state = self.groups.entry(key.clone()).or_default();
-            let stopped: Vec<Alert> = state
-                .notified
-                .iter()
-                .filter(|(id, _)| !firing_ids.contains(*id))
-                .map(|(_, alert)| alert.clone())
-                .collect();
+            for (id, alert) in &state.notified {
+                if !firing_ids.contains(id) {
+                    state.stopped.insert(id.clone(), alert.clone());
+                }
+            }
+            // One that fires again is no longer stopped.
+            state.stopped.retain(|id, _| !firing_ids.contains(id));
             // Silenced or stopped alerts leave the notified set; only stopped ones resolve.
             let active_ids: BTreeSet<String> = active.iter().map(|a| a.fingerprint()).collect();
             state.notified.retain(|id, _| active_ids.contains(id));
@@ -252,16 +257,21 @@ impl Notifier {
                     status: NotificationStatus::Firing,
                     alerts: active.into_iter().cloned().collect(),
                 });
-            } else if active.is_empty() && !stopped.is_empty() {
+            } else if alerts.is_empty() && !state.stopped.is_empty() {
                 out.push(Notification {
                     group_key: key.clone(),
                     group_labels: labels,
                     severity,
                     status: NotificationStatus::Resolved,
-                    alerts: stopped,
+                    alerts: std::mem::take(&mut state.stopped).into_values().collect(),
                 });
             }
-            if alerts.is_empty() && self.groups.get(&key).is_some_and(|s| s.notified.is_empty()) {
+            if alerts.is_empty()
+                && self
+                    .groups
+                    .get(&key)
+                    .is_some_and(|s| s.notified.is_empty() && s.stopped.is_empty())
+            {
                 self.groups.remove(&key);
             }
         }
@@ -365,6 +375,35 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].alerts.len(), 2);
         assert!(notifier.evaluate(&both, &[], 6).is_empty());
+    }
+
+    #[test]
+    fn every_alert_that_stopped_is_in_the_group_resolution() {
+        let mut notifier = Notifier::new(vec!["owner".into()], 0, 3600);
+        let a = alert("Expiring", "a", "web");
+        let b = alert("Expiring", "b", "web");
+        notifier.evaluate(&[a.clone(), b.clone()], &[], 0);
+        // a stops while b fires: nothing yet.
+        assert!(
+            notifier
+                .evaluate(std::slice::from_ref(&b), &[], 10)
+                .is_empty()
+        );
+        let sent = notifier.evaluate(&[], &[], 20);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].status, NotificationStatus::Resolved);
+        let subjects: Vec<&str> = sent[0].alerts.iter().map(|a| a.subject.as_str()).collect();
+        assert_eq!(subjects, ["a", "b"]);
+        // A silenced alert that ends quietly is not "resolved".
+        let mut quiet = Notifier::new(vec!["owner".into()], 0, 3600);
+        quiet.evaluate(std::slice::from_ref(&a), &[], 0);
+        let silences = [silence("web", 5, 100)];
+        assert!(
+            quiet
+                .evaluate(std::slice::from_ref(&a), &silences, 5)
+                .is_empty()
+        );
+        assert!(quiet.evaluate(&[], &silences, 10).is_empty());
     }
 
     #[test]

@@ -30,6 +30,9 @@ use crate::SharedState;
 use crate::config::{AlertingSection, ReceiverConfig, ReceiverKind};
 use crate::issuance::rfc3339;
 
+/// Most failing managed certificates one evaluation looks at (bounded work per interval).
+const MAX_FAILING_EVALUATED: i64 = 100_000;
+
 /// An alert as last evaluated, with the silence holding it back.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FiringAlert {
@@ -56,7 +59,7 @@ impl std::fmt::Debug for AlertEngine {
 
 impl AlertEngine {
     /// An engine with nothing evaluated yet.
-    pub fn new(settings: AlertingSection) -> AlertEngine {
+    pub fn new(settings: AlertingSection) -> Result<AlertEngine, crate::ServerError> {
         let notifier = Notifier::new(
             settings.group_by.clone(),
             i64::try_from(settings.group_wait).unwrap_or(i64::MAX),
@@ -66,13 +69,15 @@ impl AlertEngine {
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("certkeeper/", env!("CARGO_PKG_VERSION")))
             .build()
-            .unwrap_or_default();
-        AlertEngine {
+            .map_err(|e| {
+                crate::ServerError::Config(format!("cannot build the alerting HTTP client: {e}"))
+            })?;
+        Ok(AlertEngine {
             settings,
             notifier: tokio::sync::Mutex::new(notifier),
             latest: RwLock::new(Vec::new()),
             http,
-        }
+        })
     }
 
     /// The alerts of the latest evaluation, silenced ones included.
@@ -173,18 +178,15 @@ pub async fn firing_alerts(
 ) -> Result<Vec<Alert>, certkeeper_store::StoreError> {
     let mut alerts = Vec::new();
     let expiring_within = i64::try_from(settings.expiring_within).unwrap_or(i64::MAX);
-    for managed in state.store.failing_managed().await? {
+    for (managed, last_error) in state
+        .store
+        .failing_managed(None, MAX_FAILING_EVALUATED)
+        .await?
+    {
         let mut labels = spec_labels(&managed.spec);
         labels.insert("tenant".into(), managed.tenant.clone());
         labels.insert("name".into(), managed.name.clone());
-        let last_error = state
-            .store
-            .renewal_attempts(&managed.name, 1)
-            .await?
-            .into_iter()
-            .next()
-            .and_then(|attempt| attempt.error)
-            .unwrap_or_else(|| "unknown error".into());
+        let last_error = last_error.unwrap_or_else(|| "unknown error".into());
         let since = managed.updated_at;
         if let Some(not_after) = managed.not_after
             && not_after - now <= expiring_within
@@ -218,30 +220,28 @@ pub async fn firing_alerts(
             });
         }
     }
-    for (id, managed_name, rollout_state) in state.store.partial_rollout_list().await? {
-        let mut labels = match state.store.managed_certificate(&managed_name).await? {
-            Some(managed) => {
-                let mut labels = spec_labels(&managed.spec);
-                labels.insert("tenant".into(), managed.tenant);
-                labels
-            }
-            None => BTreeMap::new(),
-        };
-        labels.insert("name".into(), managed_name.clone());
+    for rollout in state.store.partial_rollout_list().await? {
+        let mut labels = spec_labels(&rollout.spec);
+        if !rollout.tenant.is_empty() {
+            labels.insert("tenant".into(), rollout.tenant.clone());
+        }
+        labels.insert("name".into(), rollout.managed_name.clone());
         alerts.push(Alert {
             rule: "PartialRollout".into(),
-            subject: format!("rollout-{id}"),
+            subject: format!("rollout-{}", rollout.id),
             severity: Severity::Page,
             labels,
             summary: format!(
-                "rollout {id} of {managed_name} is {rollout_state} with agents on mixed certificates"
+                "rollout {} of {} is {} in wave {} with agents on mixed certificates",
+                rollout.id, rollout.managed_name, rollout.state, rollout.wave
             ),
             since: now,
         });
     }
     let ca_within = i64::try_from(settings.ca_expiring_within).unwrap_or(i64::MAX);
     let signer_within = i64::try_from(settings.ocsp_signer_expiring_within).unwrap_or(i64::MAX);
-    let signer_not_after = state.ocsp.freshness().responder_not_after;
+    let ocsp = state.ocsp.freshness();
+    let signer_not_after = ocsp.responder_not_after;
     let ca_not_after = |der: &[u8]| {
         certkeeper_pki::parse_certificate(der)
             .map(|s| s.not_after)
@@ -288,7 +288,7 @@ pub async fn firing_alerts(
             });
         }
     }
-    if let Some(next_update) = state.ocsp.freshness().earliest_next_update
+    if let Some(next_update) = ocsp.earliest_next_update
         && next_update <= now
     {
         alerts.push(Alert {
@@ -377,7 +377,8 @@ async fn deliver(
                 return;
             }
             Ok(response) => format!("HTTP {}", response.status()),
-            Err(error) => error.to_string(),
+            // Without the URL: a Slack-style webhook URL is itself the credential.
+            Err(error) => error.without_url().to_string(),
         };
         if attempt < retries {
             state.metrics.delivery(&receiver.name, "retried");

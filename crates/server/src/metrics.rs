@@ -418,8 +418,9 @@ pub fn samples(text: &str) -> Vec<(String, std::collections::BTreeMap<String, St
     out
 }
 
-/// Renders every metric.
-pub async fn render(state: &SharedState) -> Result<String, Problem> {
+/// Renders every metric. The per-managed-certificate series show only `tenant`'s managed
+/// certificates when given (a tenant's token); the other series are fleet-wide counts.
+pub async fn render(state: &SharedState, tenant: Option<&str>) -> Result<String, Problem> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut registry = Registry::default();
 
@@ -602,7 +603,7 @@ pub async fn render(state: &SharedState) -> Result<String, Problem> {
     let limit = state.metrics_settings.managed_certificate_series;
     let soonest = state
         .store
-        .soonest_managed(i64::try_from(limit).unwrap_or(i64::MAX))
+        .soonest_managed(tenant, i64::try_from(limit).unwrap_or(i64::MAX))
         .await?;
     let (expiry, ready) = (
         Family::<ManagedLabels, Gauge>::default(),
@@ -667,7 +668,7 @@ pub async fn handler(
     State(state): State<SharedState>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    authorize(&state, &headers, Permission::Read, "metrics.read").await?;
-    let text = render(&state).await?;
+    let principal = authorize(&state, &headers, Permission::Read, "metrics.read").await?;
+    let text = render(&state, principal.tenant.as_deref()).await?;
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
 }

@@ -27,11 +27,11 @@ use crate::{SharedState, Tenant};
 /// Most endpoints in one scan submission.
 const SCAN_MAX_RESULTS: usize = 1000;
 /// Largest scan submission, in bytes (chains included).
-pub const SCAN_MAX_BODY: usize = 16 * 1024 * 1024;
+pub const SCAN_MAX_BODY: usize = 8 * 1024 * 1024;
 /// Longest silence.
 const SILENCE_MAX_SECONDS: i64 = 90 * 86_400;
 
-/// The documented routes of this module. Every one authenticates before it reads a path
+/// The documented routes of this module. Every one authenticates before it parses a path
 /// parameter or a body.
 pub fn routes() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new()
@@ -420,6 +420,15 @@ async fn create_silence(
     Ok((StatusCode::CREATED, Json(silence_view(silence, now))))
 }
 
+/// Whether `principal` may see and end `silence`: everyone unscoped; a tenant's token only
+/// the silences bound to its tenant (not fleet-wide ones, which would un-silence others).
+fn silence_is_visible(principal: &Principal, silence: &SilenceRecord) -> bool {
+    match &principal.tenant {
+        None => true,
+        Some(own) => silence.matchers.get("tenant") == Some(own),
+    }
+}
+
 /// Silences in force or ahead.
 #[utoipa::path(
     get,
@@ -439,7 +448,7 @@ async fn list_silences(
             .silences(now)
             .await?
             .into_iter()
-            .filter(|s| s.matchers.get("tenant").is_none_or(|t| principal.sees(t)))
+            .filter(|s| silence_is_visible(&principal, s))
             .map(|s| silence_view(s, now))
             .collect(),
     ))
@@ -465,7 +474,7 @@ async fn expire_silence(
         .silences(now)
         .await?
         .into_iter()
-        .find(|s| s.id == id && s.matchers.get("tenant").is_none_or(|t| principal.sees(t)));
+        .find(|s| s.id == id && silence_is_visible(&principal, s));
     let Some(mut silence) = silence else {
         return Err(state
             .audit_denial(
@@ -559,12 +568,12 @@ async fn dashboard(
         "policy_violations_7d": violations,
     });
 
+    let tenant = principal.tenant.as_deref();
     let in_progress: Vec<serde_json::Value> = state
         .store
-        .managed_in_progress(now, 100)
+        .managed_in_progress(tenant, now, 100)
         .await?
         .into_iter()
-        .filter(|m| principal.sees(&m.tenant))
         .map(|m| {
             serde_json::json!({
                 "name": m.name, "tenant": m.tenant, "state": m.state,
@@ -572,38 +581,37 @@ async fn dashboard(
             })
         })
         .collect();
-    let mut failures = Vec::new();
-    for managed in state.store.failing_managed().await?.into_iter().take(100) {
-        if !principal.sees(&managed.tenant) {
-            continue;
-        }
-        let last_error = state
-            .store
-            .renewal_attempts(&managed.name, 1)
-            .await?
-            .into_iter()
-            .next()
-            .and_then(|a| a.error);
-        failures.push(serde_json::json!({
-            "name": managed.name, "tenant": managed.tenant,
-            "consecutive_failures": managed.consecutive_failures,
-            "last_error": last_error,
-            "not_after": managed.not_after.map(rfc3339),
-        }));
-    }
-    let mut partial = Vec::new();
-    for (id, managed, rollout_state) in state.store.partial_rollout_list().await? {
-        let wave = state.store.rollout(id).await?.map(|r| r.current_wave);
-        partial.push(serde_json::json!({
-            "id": id, "managed": managed, "state": rollout_state, "wave": wave,
-        }));
-    }
-    let revocations: Vec<serde_json::Value> = state
+    let failures: Vec<serde_json::Value> = state
         .store
-        .recent_revocations(10)
+        .failing_managed(tenant, 100)
         .await?
         .into_iter()
-        .filter(|(_, _, _, _, tenant)| principal.sees(tenant))
+        .map(|(managed, last_error)| {
+            serde_json::json!({
+                "name": managed.name, "tenant": managed.tenant,
+                "consecutive_failures": managed.consecutive_failures,
+                "last_error": last_error,
+                "not_after": managed.not_after.map(rfc3339),
+            })
+        })
+        .collect();
+    let partial: Vec<serde_json::Value> = state
+        .store
+        .partial_rollout_list()
+        .await?
+        .into_iter()
+        .filter(|r| principal.tenant.is_none() || principal.sees(&r.tenant))
+        .map(|r| {
+            serde_json::json!({
+                "id": r.id, "managed": r.managed_name, "state": r.state, "wave": r.wave,
+            })
+        })
+        .collect();
+    let revocations: Vec<serde_json::Value> = state
+        .store
+        .recent_revocations(tenant, 10)
+        .await?
+        .into_iter()
         .map(|(serial, subject, revoked_at, reason, _)| {
             serde_json::json!({
                 "serial": serial, "subject": subject, "revoked_at": rfc3339(revoked_at),

@@ -20,6 +20,8 @@ use tokio::sync::OnceCell;
 
 /// Most endpoints one scan may cover (CIDR ranges times ports).
 pub const MAX_TARGETS: usize = 65_536;
+/// Endpoints recorded per change (and per `POST /api/v1/scans` from the CLI).
+pub const RECORD_BATCH: usize = 200;
 /// Largest CRL the scanner downloads.
 const MAX_CRL_BYTES: usize = 32 * 1024 * 1024;
 
@@ -30,6 +32,14 @@ pub struct ScanTarget {
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// Found by sweeping a CIDR range rather than named: recorded only if it answered.
+    pub from_range: bool,
+}
+
+/// Whether a scan of `target` is worth a row: it served something, or it was named (a named
+/// endpoint that fails is news; a silent address of a swept range is not).
+pub fn worth_recording(target: &ScanTarget, report: &ScanReport) -> bool {
+    !report.chain.is_empty() || !target.from_range
 }
 
 impl ScanTarget {
@@ -52,7 +62,7 @@ pub fn expand_targets(specs: &[String], ports: &[u16]) -> Result<Vec<ScanTarget>
     let mut targets = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut push = |target: ScanTarget| -> Result<(), String> {
-        if seen.insert(target.clone()) {
+        if seen.insert((target.host.clone(), target.port)) {
             targets.push(target);
         }
         if targets.len() > MAX_TARGETS {
@@ -78,6 +88,7 @@ pub fn expand_targets(specs: &[String], ports: &[u16]) -> Result<Vec<ScanTarget>
                     push(ScanTarget {
                         host: host.to_string(),
                         port: *port,
+                        from_range: true,
                     })?;
                 }
             }
@@ -85,12 +96,17 @@ pub fn expand_targets(specs: &[String], ports: &[u16]) -> Result<Vec<ScanTarget>
         }
         let (host, port) = split_host_port(spec)?;
         match port {
-            Some(port) => push(ScanTarget { host, port })?,
+            Some(port) => push(ScanTarget {
+                host,
+                port,
+                from_range: false,
+            })?,
             None => {
                 for port in ports {
                     push(ScanTarget {
                         host: host.clone(),
                         port: *port,
+                        from_range: false,
                     })?;
                 }
             }
@@ -351,7 +367,8 @@ impl Scanner {
         // The chain is judged at a moment inside the leaf's validity, under a name it holds,
         // so that an expired certificate or a wrong name does not hide a chain problem.
         let at = UnixTime::since_unix_epoch(Duration::from_secs(
-            now.clamp(summary.not_before, summary.not_after).max(0) as u64,
+            // (max then min: notBefore after notAfter must not panic)
+            now.max(summary.not_before).min(summary.not_after).max(0) as u64,
         ));
         let chain_name = summary
             .sans
@@ -412,11 +429,13 @@ impl Scanner {
                 Finding::Expired,
                 "a certificate of the chain has expired".into(),
             ),
+            // The chain verified; only the name the check used did not fit (no usable DNS or
+            // IP SAN at all).
             rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            ) if summary.sans.is_empty() => (
+            ) => (
                 Finding::NameMismatch,
-                "the certificate has no subject alternative names".into(),
+                "the certificate has no usable DNS or IP subject alternative name".into(),
             ),
             other => (
                 Finding::UntrustedIssuer,
@@ -483,28 +502,31 @@ async fn fetch_crl(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String>
             response.status()
         ));
     }
+    let too_large = || format!("the CRL {url} is larger than {MAX_CRL_BYTES} bytes");
     if response
         .content_length()
         .is_some_and(|n| n as usize > MAX_CRL_BYTES)
     {
-        return Err(format!(
-            "the CRL {url} is larger than {MAX_CRL_BYTES} bytes"
-        ));
+        return Err(too_large());
     }
-    let body = response
-        .bytes()
+    // Read by chunks: the URL comes from the scanned certificate, so its size is not trusted.
+    let mut response = response;
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|e| format!("reading the CRL {url}: {e}"))?;
-    if body.len() > MAX_CRL_BYTES {
-        return Err(format!(
-            "the CRL {url} is larger than {MAX_CRL_BYTES} bytes"
-        ));
+        .map_err(|e| format!("reading the CRL {url}: {e}"))?
+    {
+        if body.len() + chunk.len() > MAX_CRL_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
     }
     if body.starts_with(b"-----BEGIN") {
         let block = pem::parse(&body).map_err(|e| format!("the CRL {url}: {e}"))?;
         return Ok(block.into_contents());
     }
-    Ok(body.to_vec())
+    Ok(body)
 }
 
 fn rfc3339(unix: i64) -> String {
@@ -633,6 +655,7 @@ pub async fn scan_all(
 ) -> Vec<ScanReport> {
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
+    let endpoints: Vec<String> = targets.iter().map(ScanTarget::endpoint).collect();
     for (index, target) in targets.into_iter().enumerate() {
         let (scanner, permits) = (scanner.clone(), permits.clone());
         tasks.spawn(async move {
@@ -640,15 +663,32 @@ pub async fn scan_all(
             (index, scanner.scan(&target).await)
         });
     }
-    let mut reports = Vec::new();
+    let mut reports: Vec<Option<ScanReport>> = vec![None; endpoints.len()];
     while let Some(joined) = tasks.join_next().await {
         if let Ok((index, report)) = joined {
             done(&report);
-            reports.push((index, report));
+            reports[index] = Some(report);
         }
     }
-    reports.sort_by_key(|(index, _)| *index);
-    reports.into_iter().map(|(_, report)| report).collect()
+    // A probe that died (it should not) is still reported, as an error.
+    reports
+        .into_iter()
+        .zip(endpoints)
+        .map(|(report, endpoint)| {
+            report.unwrap_or_else(|| ScanReport {
+                endpoint,
+                server_name: String::new(),
+                scanned_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+                error: Some("the probe failed unexpectedly".into()),
+                findings: Vec::new(),
+                details: Vec::new(),
+                serial: None,
+                subject: None,
+                not_after: None,
+                chain: Vec::new(),
+            })
+        })
+        .collect()
 }
 
 /// Records scan reports for `tenant`: each served leaf into the inventory (source
@@ -664,6 +704,24 @@ pub async fn record(
     let mut certificates = Vec::new();
     let mut writes = Vec::new();
     for report in reports {
+        let bounded = |what: &str, text: &str, max: usize| {
+            if text.len() > max {
+                Err(crate::problem::Problem::malformed(format!(
+                    "{what} is longer than {max} bytes"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        bounded("endpoint", &report.endpoint, 300)?;
+        bounded("server_name", &report.server_name, 253)?;
+        bounded("error", report.error.as_deref().unwrap_or(""), 2000)?;
+        if report.endpoint.is_empty() || report.chain.len() > 16 {
+            return Err(crate::problem::Problem::malformed(format!(
+                "{:?}: an endpoint is host:port and a chain has at most 16 certificates",
+                report.endpoint
+            )));
+        }
         let leaf = match report.chain.first() {
             Some(text) => Some(
                 base64::engine::general_purpose::STANDARD
@@ -776,12 +834,20 @@ async fn run_job(
         check_revocation: true,
     })?;
     let targets = expand_targets(&job.targets, &job.ports)?;
-    let reports = scan_all(Arc::new(scanner), targets, job.concurrency, |_| {}).await;
+    let reports = scan_all(Arc::new(scanner), targets.clone(), job.concurrency, |_| {}).await;
+    let worth: Vec<ScanReport> = targets
+        .iter()
+        .zip(reports)
+        .filter(|(target, report)| worth_recording(target, report))
+        .map(|(_, report)| report)
+        .collect();
     let actor = format!("scan:{}", job.name);
-    record(state, &actor, &job.tenant, &reports)
-        .await
-        .map_err(|p| p.detail)?;
-    tracing::info!(scan = %job.name, endpoints = reports.len(), "scheduled scan recorded");
+    for batch in worth.chunks(RECORD_BATCH) {
+        record(state, &actor, &job.tenant, batch)
+            .await
+            .map_err(|p| p.detail)?;
+    }
+    tracing::info!(scan = %job.name, endpoints = worth.len(), "scheduled scan recorded");
     Ok(())
 }
 
@@ -825,7 +891,8 @@ mod tests {
             expand_targets(&specs(&["127.0.0.1/32"]), &[443]).unwrap(),
             [ScanTarget {
                 host: "127.0.0.1".into(),
-                port: 443
+                port: 443,
+                from_range: true,
             }]
         );
     }
@@ -848,6 +915,33 @@ mod tests {
                 .contains("more than")
         );
         assert!(expand_targets(&specs(&["a"]), &[]).is_err());
+    }
+
+    #[test]
+    fn silent_addresses_of_a_swept_range_are_not_recorded() {
+        let targets =
+            expand_targets(&specs(&["10.0.0.0/31", "named.example:443"]), &[443]).unwrap();
+        assert_eq!(targets.len(), 3);
+        let silent = ScanReport {
+            endpoint: String::new(),
+            server_name: String::new(),
+            scanned_at: 0,
+            error: Some("refused".into()),
+            findings: vec![],
+            details: vec![],
+            serial: None,
+            subject: None,
+            not_after: None,
+            chain: vec![],
+        };
+        let answered = ScanReport {
+            chain: vec!["AA==".into()],
+            error: None,
+            ..silent.clone()
+        };
+        assert!(!worth_recording(&targets[0], &silent));
+        assert!(worth_recording(&targets[0], &answered));
+        assert!(worth_recording(&targets[2], &silent));
     }
 
     #[test]

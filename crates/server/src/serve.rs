@@ -139,7 +139,7 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
             expected: config.metrics.expected_key_principals.clone(),
         })),
         metrics_settings: config.metrics.clone(),
-        alerts: Arc::new(crate::alerting::AlertEngine::new(config.alerting.clone())),
+        alerts: Arc::new(crate::alerting::AlertEngine::new(config.alerting.clone())?),
     });
     state.crls.rebuild(&state).await?;
     let crl_task = crate::crl::spawn(state.clone());

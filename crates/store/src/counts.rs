@@ -15,6 +15,23 @@ pub enum Grouping {
     RolloutsByState,
 }
 
+/// A paused or halted rollout that left agents on mixed certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialRollout {
+    /// Rollout id.
+    pub id: i64,
+    /// Managed certificate.
+    pub managed_name: String,
+    /// `paused` or `halted`.
+    pub state: String,
+    /// The wave it stopped in.
+    pub wave: i64,
+    /// The managed certificate's tenant (empty once it is gone).
+    pub tenant: String,
+    /// Its declaration, JSON (`{}` once it is gone).
+    pub spec: String,
+}
+
 /// Counts of inventory certificates (the system tenant's own certificates excluded).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CertificateCounts {
@@ -67,16 +84,18 @@ impl Store {
             .collect()
     }
 
-    /// The `limit` managed certificates with a certificate in force that expire soonest:
-    /// (name, tenant, state, notAfter).
+    /// The `limit` managed certificates with a certificate in force that expire soonest, of
+    /// `tenant` when given: (name, tenant, state, notAfter).
     pub async fn soonest_managed(
         &self,
+        tenant: Option<&str>,
         limit: i64,
     ) -> Result<Vec<(String, String, String, i64)>, StoreError> {
         let rows = sqlx::query(
             "SELECT name, tenant, state, not_after FROM managed_certificates \
-             WHERE not_after IS NOT NULL ORDER BY not_after LIMIT $1",
+             WHERE not_after IS NOT NULL AND ($1 = '' OR tenant = $1) ORDER BY not_after LIMIT $2",
         )
+        .bind(tenant.unwrap_or(""))
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
@@ -105,10 +124,13 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
-    /// The partial rollouts themselves: (id, managed certificate, state).
-    pub async fn partial_rollout_list(&self) -> Result<Vec<(i64, String, String)>, StoreError> {
+    /// The partial rollouts themselves, with the managed certificate's tenant.
+    pub async fn partial_rollout_list(&self) -> Result<Vec<PartialRollout>, StoreError> {
         let rows = sqlx::query(
-            "SELECT r.id, r.managed_name, r.state FROM rollouts r WHERE r.state IN ('paused', 'halted') \
+            "SELECT r.id, r.managed_name, r.state, r.current_wave, COALESCE(m.tenant, '') AS tenant, \
+               COALESCE(m.spec, '{}') AS spec \
+             FROM rollouts r LEFT JOIN managed_certificates m ON m.name = r.managed_name \
+             WHERE r.state IN ('paused', 'halted') \
                AND EXISTS (SELECT 1 FROM rollout_agents a WHERE a.rollout_id = r.id AND a.confirmed_at IS NOT NULL) \
                AND EXISTS (SELECT 1 FROM rollout_agents b WHERE b.rollout_id = r.id AND b.confirmed_at IS NULL) \
              ORDER BY r.id",
@@ -117,11 +139,14 @@ impl Store {
         .await?;
         rows.iter()
             .map(|row| {
-                Ok((
-                    row.try_get("id")?,
-                    row.try_get("managed_name")?,
-                    row.try_get("state")?,
-                ))
+                Ok(PartialRollout {
+                    id: row.try_get("id")?,
+                    managed_name: row.try_get("managed_name")?,
+                    state: row.try_get("state")?,
+                    wave: row.try_get("current_wave")?,
+                    tenant: row.try_get("tenant")?,
+                    spec: row.try_get("spec")?,
+                })
             })
             .collect()
     }
@@ -148,12 +173,16 @@ impl Store {
     /// The latest revocations, newest first: (serial, subject, revoked_at, reason code, tenant).
     pub async fn recent_revocations(
         &self,
+        tenant: Option<&str>,
         limit: i64,
     ) -> Result<Vec<(String, String, i64, i64, String)>, StoreError> {
+        // The tenant filter is in SQL, so a tenant's page is not cut short by others' rows.
         let rows = sqlx::query(
             "SELECT serial, subject, revoked_at, revocation_reason, tenant FROM certificates \
-             WHERE status = 'revoked' AND tenant <> 'system' ORDER BY revoked_at DESC, id DESC LIMIT $1",
+             WHERE status = 'revoked' AND tenant <> 'system' AND ($1 = '' OR tenant = $1) \
+             ORDER BY revoked_at DESC, id DESC LIMIT $2",
         )
+        .bind(tenant.unwrap_or(""))
         .bind(limit)
         .fetch_all(self.pool())
         .await?;

@@ -29,7 +29,7 @@ use sqlx::{AnyPool, Executor};
 use tokio::sync::mpsc;
 
 pub use audit::{AuditProblem, AuditReport, entry_hash};
-pub use counts::{CertificateCounts, Grouping};
+pub use counts::{CertificateCounts, Grouping, PartialRollout};
 pub use error::StoreError;
 pub use fleet::*;
 pub use model::*;

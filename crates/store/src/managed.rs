@@ -211,31 +211,46 @@ impl Store {
         rows.iter().map(decode).collect()
     }
 
-    /// Managed certificates being renewed now (lease held) or never issued yet, by name.
+    /// Managed certificates being renewed now (lease held) or never issued yet, by name; only
+    /// `tenant`'s when given.
     pub async fn managed_in_progress(
         &self,
+        tenant: Option<&str>,
         now: i64,
         limit: i64,
     ) -> Result<Vec<ManagedRecord>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM managed_certificates \
-             WHERE (lease_until IS NOT NULL AND lease_until > $1) OR state = 'pending' ORDER BY name LIMIT $2"
+             WHERE ((lease_until IS NOT NULL AND lease_until > $1) OR state = 'pending') AND ($2 = '' OR tenant = $2) \
+             ORDER BY name LIMIT $3"
         ))
         .bind(now)
+        .bind(tenant.unwrap_or(""))
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(decode).collect()
     }
 
-    /// Managed certificates whose last attempt failed, by name (what alerting looks at).
-    pub async fn failing_managed(&self) -> Result<Vec<ManagedRecord>, StoreError> {
+    /// Managed certificates whose last attempt failed (through the `state` index), by name,
+    /// each with that attempt's error; only `tenant`'s when given, at most `limit`.
+    pub async fn failing_managed(
+        &self,
+        tenant: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(ManagedRecord, Option<String>)>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM managed_certificates WHERE consecutive_failures > 0 ORDER BY name"
+            "SELECT {COLUMNS}, (SELECT r.error FROM renewal_attempts r WHERE r.managed_name = managed_certificates.name \
+               ORDER BY r.id DESC LIMIT 1) AS last_error \
+             FROM managed_certificates WHERE state = 'failing' AND ($1 = '' OR tenant = $1) ORDER BY name LIMIT $2"
         ))
+        .bind(tenant.unwrap_or(""))
+        .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(decode).collect()
+        rows.iter()
+            .map(|row| Ok((decode(row)?, row.try_get("last_error")?)))
+            .collect()
     }
 
     /// The latest attempts of a managed certificate, newest first.

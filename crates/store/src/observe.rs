@@ -256,6 +256,7 @@ impl Store {
                (SELECT COUNT(*) FROM agent_bindings b JOIN agents a ON a.id = b.agent_id \
                   WHERE a.status = 'active' AND b.error IS NULL AND EXISTS ( \
                     SELECT 1 FROM certificates c WHERE c.serial = b.deployed_serial \
+                      AND c.tenant = a.tenant AND c.source IN ('issued', 'external') \
                       AND c.status <> 'revoked' AND c.not_after >= $1 AND c.not_before <= $1)) AS agent_valid, \
                (SELECT COUNT(*) FROM agent_bindings b JOIN agents a ON a.id = b.agent_id \
                   WHERE a.status = 'active') AS agent_all",
@@ -275,14 +276,18 @@ impl Store {
 
     /// Scanned endpoints per finding.
     pub async fn scan_finding_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT findings FROM scan_endpoints WHERE findings <> ''")
-            .fetch_all(self.pool())
-            .await?;
+        // One row per distinct combination of findings (a handful), not per endpoint.
+        let rows = sqlx::query(
+            "SELECT findings, COUNT(*) AS n FROM scan_endpoints WHERE findings <> '' GROUP BY findings",
+        )
+        .fetch_all(self.pool())
+        .await?;
         let mut counts = BTreeMap::<String, i64>::new();
         for row in rows {
             let findings: String = row.try_get("findings")?;
+            let n: i64 = row.try_get("n")?;
             for finding in findings.split(',').filter(|f| !f.is_empty()) {
-                *counts.entry(finding.to_string()).or_default() += 1;
+                *counts.entry(finding.to_string()).or_default() += n;
             }
         }
         Ok(counts.into_iter().collect())

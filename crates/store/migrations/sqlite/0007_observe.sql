@@ -34,3 +34,6 @@ CREATE INDEX managed_certificates_not_after ON managed_certificates (not_after);
 CREATE INDEX certificates_status_not_after ON certificates (status, not_after);
 CREATE INDEX certificates_tenant_status_not_after ON certificates (tenant, status, not_after);
 CREATE INDEX managed_certificates_state ON managed_certificates (state);
+
+-- The dashboard counts the week's denials without reading the whole audit log.
+CREATE INDEX audit_log_outcome_at ON audit_log (outcome, at_ms);
