@@ -36,6 +36,10 @@ enum What {
         /// Scrapes per measurement.
         #[arg(long, default_value_t = 100)]
         scrapes: usize,
+        /// Run the server on this PostgreSQL database instead of SQLite (an empty scratch
+        /// database: the bench fills it).
+        #[arg(long)]
+        postgres: Option<String>,
     },
     /// Scan rate on loopback.
     Scan {
@@ -66,7 +70,11 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
-fn start_server(binary: &Path, dir: &Path) -> Result<(Killed, String, String), String> {
+fn start_server(
+    binary: &Path,
+    dir: &Path,
+    database_url: Option<&str>,
+) -> Result<(Killed, String, String), String> {
     let config = dir.join("server.toml");
     std::fs::write(
         &config,
@@ -77,6 +85,11 @@ fn start_server(binary: &Path, dir: &Path) -> Result<(Killed, String, String), S
     let mut child = Command::new(binary)
         .args(["serve", "--data-dir"])
         .arg(dir.join("data"))
+        .args(
+            database_url
+                .map(|url| ["--database-url", url])
+                .unwrap_or_default(),
+        )
         .arg("--config")
         .arg(&config)
         .args(["--listen", &format!("127.0.0.1:{}", ports[0])])
@@ -121,20 +134,7 @@ async fn populate(database: &Path, count: i64) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let now = time_now();
-    for sql in [
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
-         INSERT INTO certificates (serial, issuer, subject, common_name, sans, san_search, not_before, not_after, \
-           key_algorithm, spki_sha256, fingerprint_sha256, profile, tenant, requester, source, status, labels, der, created_at, crl_shard) \
-         SELECT printf('%032x', i), 'CN=bench', '', NULL, '[\"DNS:svc' || i || '.example.com\"]', 'svc' || i || '.example.com', \
-           $2 - 86400, $2 + (i * 7919) % (90 * 86400), 'ecdsa-p256', printf('%064x', i), printf('%064x', i), 'tls-server', \
-           'default', 'bench', 'issued', 'active', '{}', randomblob(700), $2, 0 FROM n",
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
-         INSERT INTO managed_certificates (name, tenant, spec, state, current_serial, not_after, next_action_at, \
-           next_action_reason, consecutive_failures, targets, created_at, updated_at) \
-         SELECT printf('managed-%06d', i), 'default', '{\"name\":\"managed\",\"sans\":[\"svc.example.com\"]}', \
-           CASE WHEN i % 50 = 0 THEN 'failing' ELSE 'ready' END, printf('%032x', i), $2 + (i * 7919) % (90 * 86400), \
-           $2 + 86400, 'lifetime_fraction', CASE WHEN i % 50 = 0 THEN 1 ELSE 0 END, '[]', $2, $2 FROM n",
-    ] {
+    for sql in SQLITE_FILL {
         sqlx::query(sql)
             .bind(count)
             .bind(now)
@@ -145,6 +145,57 @@ async fn populate(database: &Path, count: i64) -> Result<(), String> {
     pool.close().await;
     Ok(())
 }
+
+/// The same rows on PostgreSQL, then VACUUM ANALYZE (what autovacuum soon does: statistics,
+/// and the visibility map that lets counts read the indexes alone).
+async fn populate_postgres(url: &str, count: i64) -> Result<(), String> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let now = time_now();
+    for sql in [
+        "INSERT INTO certificates (serial, issuer, subject, common_name, sans, san_search, not_before, not_after, \
+           key_algorithm, spki_sha256, fingerprint_sha256, profile, tenant, requester, source, status, labels, der, created_at, crl_shard) \
+         SELECT lpad(to_hex(i), 32, '0'), 'CN=bench', '', NULL, '[\"DNS:svc' || i || '.example.com\"]', 'svc' || i || '.example.com', \
+           $2 - 86400, $2 + (i * 7919) % (90 * 86400), 'ecdsa-p256', lpad(to_hex(i), 64, '0'), lpad(to_hex(i), 64, '0'), 'tls-server', \
+           'default', 'bench', 'issued', 'active', '{}', decode(repeat('ab', 700), 'hex'), $2, 0 FROM generate_series(1, $1) AS i",
+        "INSERT INTO managed_certificates (name, tenant, spec, state, current_serial, not_after, next_action_at, \
+           next_action_reason, consecutive_failures, targets, created_at, updated_at) \
+         SELECT 'managed-' || lpad(i::text, 6, '0'), 'default', '{\"name\":\"managed\",\"sans\":[\"svc.example.com\"]}', \
+           CASE WHEN i % 50 = 0 THEN 'failing' ELSE 'ready' END, lpad(to_hex(i), 32, '0'), $2 + (i * 7919) % (90 * 86400), \
+           $2 + 86400, 'lifetime_fraction', CASE WHEN i % 50 = 0 THEN 1 ELSE 0 END, '[]', $2, $2 FROM generate_series(1, $1) AS i",
+    ] {
+        sqlx::query(sql)
+            .bind(count)
+            .bind(now)
+            .execute(&pool)
+            .await
+            .map_err(|e| format!("populate: {e}"))?;
+    }
+    sqlx::query("VACUUM ANALYZE")
+        .execute(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    pool.close().await;
+    Ok(())
+}
+
+const SQLITE_FILL: [&str; 2] = [
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+         INSERT INTO certificates (serial, issuer, subject, common_name, sans, san_search, not_before, not_after, \
+           key_algorithm, spki_sha256, fingerprint_sha256, profile, tenant, requester, source, status, labels, der, created_at, crl_shard) \
+         SELECT printf('%032x', i), 'CN=bench', '', NULL, '[\"DNS:svc' || i || '.example.com\"]', 'svc' || i || '.example.com', \
+           $2 - 86400, $2 + (i * 7919) % (90 * 86400), 'ecdsa-p256', printf('%064x', i), printf('%064x', i), 'tls-server', \
+           'default', 'bench', 'issued', 'active', '{}', randomblob(700), $2, 0 FROM n",
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+         INSERT INTO managed_certificates (name, tenant, spec, state, current_serial, not_after, next_action_at, \
+           next_action_reason, consecutive_failures, targets, created_at, updated_at) \
+         SELECT printf('managed-%06d', i), 'default', '{\"name\":\"managed\",\"sans\":[\"svc.example.com\"]}', \
+           CASE WHEN i % 50 = 0 THEN 'failing' ELSE 'ready' END, printf('%032x', i), $2 + (i * 7919) % (90 * 86400), \
+           $2 + 86400, 'lifetime_fraction', CASE WHEN i % 50 = 0 THEN 1 ELSE 0 END, '[]', $2, $2 FROM n",
+];
 
 fn time_now() -> i64 {
     std::time::SystemTime::now()
@@ -194,9 +245,14 @@ async fn time_gets(
     ))
 }
 
-async fn metrics(binary: &Path, managed: i64, scrapes: usize) -> Result<(), String> {
+async fn metrics(
+    binary: &Path,
+    managed: i64,
+    scrapes: usize,
+    postgres: Option<&str>,
+) -> Result<(), String> {
     let dir = tempfile_dir("metrics")?;
-    let (_server, https, token) = start_server(binary, &dir)?;
+    let (_server, https, token) = start_server(binary, &dir, postgres)?;
     let root = std::fs::read(dir.join("data/ca/root.crt")).map_err(|e| e.to_string())?;
     let client = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(&root).map_err(|e| e.to_string())?])
@@ -205,7 +261,10 @@ async fn metrics(binary: &Path, managed: i64, scrapes: usize) -> Result<(), Stri
     for (label, count) in [("empty", 0), ("loaded", managed)] {
         if count > 0 {
             let started = Instant::now();
-            populate(&dir.join("data/certkeeper.db"), count).await?;
+            match postgres {
+                Some(url) => populate_postgres(url, count).await?,
+                None => populate(&dir.join("data/certkeeper.db"), count).await?,
+            }
             eprintln!("populated {count} rows of each in {:?}", started.elapsed());
         }
         // Warm up, then measure.
@@ -217,6 +276,7 @@ async fn metrics(binary: &Path, managed: i64, scrapes: usize) -> Result<(), Stri
         println!(
             "{}",
             serde_json::json!({
+                "backend": if postgres.is_some() { "postgres" } else { "sqlite" },
                 "database": label, "managed_certificates": count, "inventory_certificates": count,
                 "metrics_ms_p50": p50, "metrics_ms_p99": p99, "metrics_bytes": bytes,
                 "metrics_series": series, "healthz_ms_p50": h50, "healthz_ms_p99": h99,
@@ -359,7 +419,11 @@ async fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let args = Args::parse();
     let result = match args.what {
-        What::Metrics { managed, scrapes } => metrics(&args.certkeeper, managed, scrapes).await,
+        What::Metrics {
+            managed,
+            scrapes,
+            postgres,
+        } => metrics(&args.certkeeper, managed, scrapes, postgres.as_deref()).await,
         What::Scan {
             endpoints,
             concurrency,
