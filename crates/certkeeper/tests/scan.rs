@@ -294,3 +294,103 @@ async fn scan_reports_each_finding_records_it_and_feeds_m1() {
     let (_, recorded, _) = server.get("/api/v1/scans", Some(server.token())).await;
     assert_eq!(recorded.as_array().unwrap().len(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_scan_records_what_it_finds_and_feeds_m1() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let silent = free_port();
+    let config = dir.path().join("server.toml");
+    // A named endpoint (nothing listens yet) and a swept address on a silent port.
+    std::fs::write(
+        &config,
+        format!(
+            "[[scan]]\nname = \"edge\"\ntargets = [\"localhost:{port}\", \"127.0.0.1/32\"]\nports = [{silent}]\ninterval = \"10s\"\n"
+        ),
+    )
+    .unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let scans = || async {
+        let (status, body, text_) = server.get("/api/v1/scans", Some(server.token())).await;
+        assert_eq!(status, 200, "{text_}");
+        body.as_array().unwrap().clone()
+    };
+    // The first run: the named endpoint is recorded as failing; the silent swept address is not.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        let recorded = scans().await;
+        if !recorded.is_empty() {
+            break recorded;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the scheduled scan recorded nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["endpoint"], format!("localhost:{port}"));
+    assert_eq!(first[0]["valid"], false);
+    assert!(
+        first[0]["error"].as_str().unwrap().contains("connect"),
+        "{first:?}"
+    );
+    assert_eq!(first[0]["scanner"], "scan:edge");
+
+    // nginx starts serving a certificate of this CA: the next run finds it valid.
+    let issued = issue(&server, &["localhost"]).await;
+    let work = dir.path().join("nginx");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        work.join("c.pem"),
+        issued["full_chain_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("k.pem"),
+        issued["private_key_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    let _nginx = start_nginx(
+        &work,
+        &format!(
+            "  server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {w}/c.pem; ssl_certificate_key {w}/k.pem; }}\n",
+            w = work.display()
+        ),
+        port,
+    );
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let recorded = scans().await;
+        if recorded.len() == 1 && recorded[0]["valid"] == true {
+            assert_eq!(recorded[0]["serial"], issued["serial"]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never valid: {recorded:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .bearer_auth(server.token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric_sample(&metrics, "certkeeper_targets{kind=\"scan\",valid=\"true\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric_sample(
+            &metrics,
+            "certkeeper_targets{kind=\"scan\",valid=\"false\"}"
+        ),
+        0.0
+    );
+}
