@@ -11,12 +11,16 @@
 //!
 //! Usage: certkeeper-fleet-bench --certkeeper target/release/certkeeper --agents 20,100
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+#[allow(dead_code)] // each benchmark binary uses part of it
+mod server;
+
+use server::{Killed, Server, start_server};
 
 #[derive(Parser)]
 struct Args {
@@ -32,70 +36,6 @@ struct Args {
     /// Seconds of the idle window for memory and CPU.
     #[arg(long, default_value_t = 60)]
     idle_seconds: u64,
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
-}
-
-struct Server {
-    process: Killed,
-    https: String,
-    agents_url: String,
-    token: String,
-    root: PathBuf,
-}
-
-fn start_server(binary: &Path, dir: &Path) -> Result<Server, String> {
-    let data = dir.join("data");
-    let ports = [free_port()?, free_port()?, free_port()?];
-    let mut child = Command::new(binary)
-        .args(["serve", "--data-dir"])
-        .arg(&data)
-        .args(["--listen", &format!("127.0.0.1:{}", ports[0])])
-        .args(["--http-listen", &format!("127.0.0.1:{}", ports[1])])
-        .args(["--agents-listen", &format!("127.0.0.1:{}", ports[2])])
-        .env("CERTKEEPER_LOG", "warn")
-        .env_remove("CERTKEEPER_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("start certkeeper serve: {e}"))?;
-    let mut reader = BufReader::new(child.stdout.take().ok_or("no stdout")?);
-    let token = loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return Err("certkeeper serve exited".into());
-        }
-        if let Some(rest) = line.trim().strip_prefix("Admin token:") {
-            break rest.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-            sink.clear();
-        }
-    });
-    Ok(Server {
-        process: Killed(child),
-        https: format!("https://127.0.0.1:{}", ports[0]),
-        agents_url: format!("https://127.0.0.1:{}", ports[2]),
-        token,
-        root: data.join("ca/root.crt"),
-    })
 }
 
 fn cli(binary: &Path, server: &Server, args: &[&str]) -> Result<String, String> {
@@ -217,7 +157,7 @@ fn main() -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("certkeeper-fleet-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("work directory: {e}"))?;
     let binary = &args.certkeeper;
-    let server = start_server(binary, &dir)?;
+    let server = start_server(binary, &dir, &[])?;
     let pid = server.process.0.id();
     std::fs::write(
         dir.join("managed.toml"),

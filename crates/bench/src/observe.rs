@@ -10,12 +10,16 @@
 //!
 //! Usage: certkeeper-observe-bench metrics|scan --certkeeper target/release/certkeeper
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+
+#[allow(dead_code)] // each benchmark binary uses part of it
+mod server;
+
+use server::{Killed, Server, start_server};
 
 #[derive(Parser)]
 struct Args {
@@ -52,76 +56,24 @@ enum What {
     },
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        std::thread::sleep(Duration::from_millis(200));
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
-}
-
-fn start_server(
+/// A server with nothing running in the background (no reconciler, no alerting).
+fn start_quiet_server(
     binary: &Path,
     dir: &Path,
     database_url: Option<&str>,
-) -> Result<(Killed, String, String), String> {
+) -> Result<Server, String> {
     let config = dir.join("server.toml");
     std::fs::write(
         &config,
         "[lifecycle]\nenabled = false\n[alerting]\nenabled = false\n",
     )
     .map_err(|e| e.to_string())?;
-    let ports = [free_port()?, free_port()?, free_port()?];
-    let mut child = Command::new(binary)
-        .args(["serve", "--data-dir"])
-        .arg(dir.join("data"))
-        .args(
-            database_url
-                .map(|url| ["--database-url", url])
-                .unwrap_or_default(),
-        )
-        .arg("--config")
-        .arg(&config)
-        .args(["--listen", &format!("127.0.0.1:{}", ports[0])])
-        .args(["--http-listen", &format!("127.0.0.1:{}", ports[1])])
-        .args(["--agents-listen", &format!("127.0.0.1:{}", ports[2])])
-        .env("CERTKEEPER_LOG", "warn")
-        .env_remove("CERTKEEPER_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("start certkeeper serve: {e}"))?;
-    let mut reader = BufReader::new(child.stdout.take().ok_or("no stdout")?);
-    let token = loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return Err("certkeeper serve exited".into());
-        }
-        if let Some(rest) = line.trim().strip_prefix("Admin token:") {
-            break rest.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-            sink.clear();
-        }
-    });
-    Ok((
-        Killed(child),
-        format!("https://127.0.0.1:{}", ports[0]),
-        token,
-    ))
+    let config = config.to_string_lossy().into_owned();
+    let mut extra = vec!["--config", config.as_str()];
+    if let Some(url) = database_url {
+        extra.extend(["--database-url", url]);
+    }
+    start_server(binary, dir, &extra)
 }
 
 /// Fills the inventory and the managed certificates: `count` of each (a 700-byte DER per
@@ -252,8 +204,9 @@ async fn metrics(
     postgres: Option<&str>,
 ) -> Result<(), String> {
     let dir = tempfile_dir("metrics")?;
-    let (_server, https, token) = start_server(binary, &dir, postgres)?;
-    let root = std::fs::read(dir.join("data/ca/root.crt")).map_err(|e| e.to_string())?;
+    let server = start_quiet_server(binary, &dir, postgres)?;
+    let (https, token) = (server.https.clone(), server.token.clone());
+    let root = std::fs::read(&server.root).map_err(|e| e.to_string())?;
     let client = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(&root).map_err(|e| e.to_string())?])
         .build()

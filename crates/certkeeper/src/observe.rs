@@ -15,6 +15,8 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use certkeeper_server::issuance::rfc3339;
+
 use crate::ServerArgs;
 use crate::client::Client;
 use crate::error::CliError;
@@ -83,10 +85,6 @@ struct ReportLine<'a> {
     subject: &'a Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     not_after: Option<String>,
-}
-
-fn rfc3339(unix: i64) -> String {
-    certkeeper_server::issuance::rfc3339(unix)
 }
 
 fn read_file(path: &PathBuf) -> Result<Vec<u8>, CliError> {

@@ -367,6 +367,29 @@ async fn require_unscoped(
 }
 
 /// Decodes a JSON body; a bad or oversized body is audited and answered with a problem.
+/// The tenant a request acts for: the one it names, else the token's own, else `default`. A
+/// tenant the token may not act for, or an invalid name, is refused and the denial audited
+/// as `action`.
+pub(crate) async fn acting_tenant(
+    state: &SharedState,
+    principal: &Principal,
+    requested: Option<String>,
+    action: &str,
+) -> Result<String, Problem> {
+    let tenant = requested
+        .or_else(|| principal.tenant.clone())
+        .unwrap_or_else(|| Tenant::DEFAULT.into());
+    match principal
+        .require_tenant(&tenant)
+        .and_then(|()| Tenant::validate(&tenant))
+    {
+        Ok(()) => Ok(tenant),
+        Err(problem) => Err(state
+            .audit_denial(&principal.token_id, action, &tenant, problem)
+            .await),
+    }
+}
+
 pub(crate) async fn json_body<T: DeserializeOwned>(
     state: &SharedState,
     actor: &str,
@@ -719,18 +742,7 @@ async fn import_certificates(
     let principal = authorize(&state, &headers, Permission::Issue, "certificate.import").await?;
     let request: ImportRequest =
         json_body(&state, &principal.token_id, "certificate.import", body).await?;
-    let tenant = request
-        .tenant
-        .or_else(|| principal.tenant.clone())
-        .unwrap_or_else(|| Tenant::DEFAULT.into());
-    if let Err(problem) = principal
-        .require_tenant(&tenant)
-        .and_then(|()| Tenant::validate(&tenant))
-    {
-        return Err(state
-            .audit_denial(&principal.token_id, "certificate.import", &tenant, problem)
-            .await);
-    }
+    let tenant = acting_tenant(&state, &principal, request.tenant, "certificate.import").await?;
     if request.certificates.len() > IMPORT_MAX_CERTIFICATES {
         return Err(Problem::malformed(format!(
             "at most {IMPORT_MAX_CERTIFICATES} certificates per request"

@@ -45,6 +45,14 @@ use crate::auth::TokenVerifier;
 use crate::ca::LoadedCa;
 use crate::problem::Problem;
 
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: the maps and caches
+/// behind these locks stay consistent (every update is a single insert, retain or removal).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Tenant names.
 pub struct Tenant;
 

@@ -276,10 +276,7 @@ impl Metrics {
         }
         let minute = time::OffsetDateTime::now_utc().unix_timestamp() / 60;
         let over_rate = {
-            let mut window = self
-                .key_use_window
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut window = crate::lock(&self.key_use_window);
             let entry = window.entry(labels).or_insert((minute, 0));
             if entry.0 != minute {
                 *entry = (minute, 0);
@@ -311,6 +308,13 @@ impl Metrics {
             })
             .inc();
     }
+}
+
+/// Registers one unlabelled gauge with `value`.
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
+    let gauge = Gauge::<i64>::default();
+    gauge.set(value);
+    registry.register(name, help, gauge);
 }
 
 fn gauge_family<L>(
@@ -481,12 +485,11 @@ pub async fn render(state: &SharedState, tenant: Option<&str>) -> Result<String,
             }),
         );
     }
-    let partial = Gauge::<i64>::default();
-    partial.set(state.store.partial_rollouts().await?);
-    registry.register(
+    gauge(
+        &mut registry,
         "certkeeper_rollouts_partial",
         "Paused or halted rollouts that left agents on mixed certificates (M5)",
-        partial,
+        state.store.partial_rollouts().await?,
     );
     let ca_expiry = Family::<CaLabel, Gauge>::default();
     for (ca, der) in [
@@ -506,33 +509,29 @@ pub async fn render(state: &SharedState, tenant: Option<&str>) -> Result<String,
     );
 
     let ocsp = state.ocsp.freshness();
-    let signer = Gauge::<i64>::default();
-    signer.set(ocsp.responder_not_after);
-    registry.register(
+    gauge(
+        &mut registry,
         "certkeeper_ocsp_signer_expiry_timestamp_seconds",
         "notAfter of the delegated OCSP responder certificate",
-        signer,
+        ocsp.responder_not_after,
     );
-    let oldest = Gauge::<i64>::default();
-    oldest.set(ocsp.oldest_this_update.map_or(0, |t| (now - t).max(0)));
-    registry.register(
+    gauge(
+        &mut registry,
         "certkeeper_ocsp_oldest_response_age_seconds",
         "Age of the oldest cached OCSP response (0 with none cached)",
-        oldest,
+        ocsp.oldest_this_update.map_or(0, |t| (now - t).max(0)),
     );
-    let earliest = Gauge::<i64>::default();
-    earliest.set(ocsp.earliest_next_update.unwrap_or(0));
-    registry.register(
+    gauge(
+        &mut registry,
         "certkeeper_ocsp_earliest_next_update_timestamp_seconds",
         "Earliest nextUpdate among cached OCSP responses (0 with none cached)",
-        earliest,
+        ocsp.earliest_next_update.unwrap_or(0),
     );
-    let cached = Gauge::<i64>::default();
-    cached.set(i64::try_from(ocsp.cached).unwrap_or(i64::MAX));
-    registry.register(
+    gauge(
+        &mut registry,
         "certkeeper_ocsp_cached_responses",
         "Signed OCSP responses in the cache",
-        cached,
+        i64::try_from(ocsp.cached).unwrap_or(i64::MAX),
     );
     registry.register(
         "certkeeper_ocsp_responses_signed",

@@ -17,12 +17,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{authorize, json_body};
+use crate::SharedState;
+use crate::api::{acting_tenant, authorize, json_body};
 use crate::auth::{Permission, Principal};
 use crate::issuance::rfc3339;
 use crate::problem::Problem;
 use crate::scan::ScanReport;
-use crate::{SharedState, Tenant};
 
 /// Most endpoints in one scan submission.
 const SCAN_MAX_RESULTS: usize = 1000;
@@ -121,18 +121,7 @@ async fn record_scans(
     let principal = authorize(&state, &headers, Permission::Issue, "scan.record").await?;
     let submission: ScanSubmission =
         json_body(&state, &principal.token_id, "scan.record", body).await?;
-    let tenant = submission
-        .tenant
-        .or_else(|| principal.tenant.clone())
-        .unwrap_or_else(|| Tenant::DEFAULT.into());
-    if let Err(problem) = principal
-        .require_tenant(&tenant)
-        .and_then(|()| Tenant::validate(&tenant))
-    {
-        return Err(state
-            .audit_denial(&principal.token_id, "scan.record", &tenant, problem)
-            .await);
-    }
+    let tenant = acting_tenant(&state, &principal, submission.tenant, "scan.record").await?;
     if submission.results.len() > SCAN_MAX_RESULTS {
         return Err(Problem::malformed(format!(
             "at most {SCAN_MAX_RESULTS} endpoints per request"

@@ -18,6 +18,9 @@ use rustls::{CertificateError, RootCertStore};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
+use crate::issuance::rfc3339;
+use crate::lock;
+
 /// Most endpoints one scan may cover (CIDR ranges times ports).
 pub const MAX_TARGETS: usize = 65_536;
 /// Endpoints recorded per change (and per `POST /api/v1/scans` from the CLI).
@@ -483,13 +486,6 @@ impl Scanner {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding one of these locks leaves a plain cache behind: still usable.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 async fn fetch_crl(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
     let response = http
         .get(url)
@@ -527,16 +523,6 @@ async fn fetch_crl(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String>
         return Ok(block.into_contents());
     }
     Ok(body)
-}
-
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
 }
 
 /// Connects to `address` with TLS, sending `host` as SNI unless it is an IP address, and

@@ -215,25 +215,14 @@ impl Store {
         tenant: Option<&str>,
         limit: i64,
     ) -> Result<Vec<ScanEndpoint>, StoreError> {
-        let rows =
-            match tenant {
-                Some(tenant) => {
-                    sqlx::query(
-                        "SELECT * FROM scan_endpoints WHERE tenant = $1 \
-                     ORDER BY endpoint, server_name LIMIT $2",
-                    )
-                    .bind(tenant)
-                    .bind(limit)
-                    .fetch_all(self.pool())
-                    .await?
-                }
-                None => sqlx::query(
-                    "SELECT * FROM scan_endpoints ORDER BY endpoint, server_name, tenant LIMIT $1",
-                )
-                .bind(limit)
-                .fetch_all(self.pool())
-                .await?,
-            };
+        let rows = sqlx::query(
+            "SELECT * FROM scan_endpoints WHERE ($1 = '' OR tenant = $1) \
+             ORDER BY endpoint, server_name, tenant LIMIT $2",
+        )
+        .bind(tenant.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
         rows.iter().map(scan_from_row).collect()
     }
 

@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 
 use crate::ServerError;
 use crate::config::AcmeSection;
+use crate::lock;
 
 pub(crate) use handlers::resume_validations;
 pub use handlers::{certificate_ari_id, router};
@@ -345,14 +346,6 @@ impl RateWindows {
     fn prune(&mut self, now: i64, window: i64) {
         self.counters.retain(|_, (start, _)| now < *start + window);
     }
-}
-
-/// Locks a mutex, recovering the data if a panicking thread poisoned it (the maps stay
-/// consistent: every update is a single insert or retain).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn random_bytes(out: &mut [u8]) -> Result<(), ServerError> {
