@@ -979,7 +979,12 @@ async fn a_paused_rollout_releases_no_wave_and_an_aborted_one_sends_everyone_bac
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let view = fleet.rollouts().await[0].clone();
+    // An agent restores its files before it reports what it serves: wait for the reports.
+    let view = fleet
+        .wait_rollout("every agent reporting the old serial", 30, |r| {
+            r["serving_new"] == 0
+        })
+        .await;
     assert_eq!(view["state"], "aborted", "{view:#}");
-    assert_eq!(view["serving_new"], 0, "{view:#}");
+    assert_eq!(view["serving_other"], 3, "{view:#}");
 }
