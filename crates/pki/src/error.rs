@@ -34,6 +34,10 @@ pub enum PkiError {
     /// The signer failed to produce a signature.
     #[error("signing failed: {0}")]
     Signing(String),
+    /// An OCSP response that cannot be believed (malformed, not successful, badly signed, not
+    /// about the certificate, or stale).
+    #[error("unusable OCSP response: {0}")]
+    UnusableOcspResponse(String),
     /// Encoding the certificate failed.
     #[error("could not encode the certificate: {0}")]
     Encoding(String),

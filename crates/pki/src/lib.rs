@@ -16,6 +16,7 @@ mod findings;
 mod issue;
 mod key;
 mod ocsp;
+mod ocsp_check;
 mod pkcs12;
 mod profile;
 
@@ -38,6 +39,10 @@ pub use ocsp::{
     CertIdHash, IssuerHashes, MAX_OCSP_REQUEST_BYTES, OcspAnswer, OcspQueries, OcspQuery,
     OcspRefusal, OcspResponder, OcspStatus, build_ocsp_responder_certificate, build_ocsp_response,
     ocsp_refusal, read_ocsp_request,
+};
+pub use ocsp_check::{
+    MAX_OCSP_RESPONSE_BYTES, OcspVerdict, build_ocsp_check_request, find_issuer,
+    ocsp_responder_urls, read_ocsp_answer,
 };
 pub use pkcs12::build_pkcs12;
 pub use profile::{ExtendedKeyUsage, KeyUsage, Profile, SanKind, builtin_profiles};

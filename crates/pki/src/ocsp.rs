@@ -39,6 +39,17 @@ pub enum CertIdHash {
     Sha256,
 }
 
+impl CertIdHash {
+    /// The hash a CertID's algorithm OID names, if it is one of these.
+    pub(crate) fn of_oid(oid: ObjectIdentifier) -> Option<Self> {
+        match oid {
+            oid if oid == OID_SHA1 => Some(CertIdHash::Sha1),
+            oid if oid == OID_SHA256 => Some(CertIdHash::Sha256),
+            _ => None,
+        }
+    }
+}
+
 /// The hashes that identify an issuer in a CertID.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuerHashes {
@@ -76,12 +87,17 @@ impl IssuerHashes {
         })
     }
 
-    fn matches(&self, hash: CertIdHash, name_hash: &[u8], key_hash: &[u8]) -> bool {
+    /// The (name, key) hashes under `hash`.
+    pub(crate) fn hashes(&self, hash: CertIdHash) -> (&[u8], &[u8]) {
         let (name, key) = match hash {
             CertIdHash::Sha1 => &self.sha1,
             CertIdHash::Sha256 => &self.sha256,
         };
-        name == name_hash && key == key_hash
+        (name, key)
+    }
+
+    pub(crate) fn matches(&self, hash: CertIdHash, name_hash: &[u8], key_hash: &[u8]) -> bool {
+        self.hashes(hash) == (name_hash, key_hash)
     }
 }
 
@@ -140,11 +156,7 @@ pub fn read_ocsp_request(der: &[u8], issuer: &IssuerHashes) -> Result<OcspQuerie
     let mut queries = Vec::with_capacity(list.len());
     for item in list {
         let id = &item.req_cert;
-        let hash = match id.hash_algorithm.oid {
-            oid if oid == OID_SHA1 => CertIdHash::Sha1,
-            oid if oid == OID_SHA256 => CertIdHash::Sha256,
-            _ => return Err(OcspRefusal::Malformed),
-        };
+        let hash = CertIdHash::of_oid(id.hash_algorithm.oid).ok_or(OcspRefusal::Malformed)?;
         if !issuer.matches(
             hash,
             id.issuer_name_hash.as_bytes(),
