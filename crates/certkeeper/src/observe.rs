@@ -53,7 +53,7 @@ pub struct ScanArgs {
     /// Report certificates expiring within this, such as 30d.
     #[arg(long, default_value = "30d")]
     warn_within: String,
-    /// Do not fetch CRLs (revocation is then not checked).
+    /// Do not check revocation (no CRL downloads, no OCSP requests).
     #[arg(long)]
     no_revocation: bool,
     /// Only print; do not record the results on the server.

@@ -1,6 +1,7 @@
 //! `certkeeper scan` against a real nginx serving five endpoints: a good certificate, an
 //! expired one, a wrong name, a missing intermediate and a revoked certificate (found in the
-//! issuer's CRL). Each finding is reported, recorded on the server, and feeds M1.
+//! issuer's CRL). Each finding is reported, recorded on the server, and feeds M1. Revocation
+//! of certificates that name no CRL is found through their OCSP responder (cfssl's).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
@@ -8,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::peers::start_nginx;
+use common::peers::{start_cfssl_ocsp, start_nginx};
 use common::{TestServer, certkeeper, free_port, metric_sample, text};
 
 /// A test root with an expired leaf for `localhost`, outside certkeeper: (root PEM, leaf PEM,
@@ -392,5 +393,192 @@ async fn a_scheduled_scan_records_what_it_finds_and_feeds_m1() {
             "certkeeper_targets{kind=\"scan\",valid=\"false\"}"
         ),
         0.0
+    );
+}
+
+/// Runs openssl in `dir` and insists that it worked.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = common::run("openssl", args, dir);
+    assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
+}
+
+/// Has the test root sign a certificate for `name` with the extensions `ext` (openssl
+/// extension-file lines); returns nothing, leaves `name.crt` and `name.key` in `dir`.
+fn openssl_issue(dir: &std::path::Path, name: &str, subject: &str, ext: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            subject,
+        ],
+    );
+    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "root.crt",
+            "-CAkey",
+            "root.key",
+            "-CAcreateserial",
+            "-days",
+            "90",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    );
+}
+
+#[test]
+fn revocation_is_found_by_ocsp_when_a_certificate_names_no_crl() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path();
+    let ocsp_port = free_port();
+    // A CA made with openssl; its leaves name an OCSP responder and no CRL. The responder is
+    // cfssl's, with answers that cfssl signs through a delegated responder certificate.
+    openssl(
+        pki,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "root.key",
+            "-out",
+            "root.crt",
+            "-subj",
+            "/CN=OCSP Scan Test Root",
+            "-days",
+            "30",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    openssl_issue(
+        pki,
+        "responder",
+        "/CN=OCSP Scan Test Responder",
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=OCSPSigning\n",
+    );
+    let leaf_ext = format!(
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:{ocsp_port}/\n"
+    );
+    for name in ["good", "revoked", "unknown"] {
+        openssl_issue(pki, name, "/CN=localhost", &leaf_ext);
+    }
+    // Answers for two of the three: the responder refuses to speak of the third.
+    let mut responses = String::new();
+    for (name, status) in [
+        ("good", &["-status", "good"][..]),
+        ("revoked", &["-status", "revoked", "-reason", "1"][..]),
+    ] {
+        let mut args = vec![
+            "ocspsign",
+            "-ca",
+            "root.crt",
+            "-responder",
+            "responder.crt",
+            "-responder-key",
+            "responder.key",
+            "-cert",
+        ];
+        let cert = format!("{name}.crt");
+        args.push(&cert);
+        args.extend_from_slice(status);
+        let out = common::run("cfssl", &args, pki);
+        assert!(out.status.success(), "cfssl ocspsign: {}", text(&out));
+        let signed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        responses.push_str(signed["ocspResponse"].as_str().unwrap());
+        responses.push('\n');
+    }
+    std::fs::write(pki.join("responses.txt"), responses).unwrap();
+    let responder = start_cfssl_ocsp(&pki.join("responses.txt"), ocsp_port);
+
+    let work = pki.join("nginx");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut block = String::new();
+    let mut targets = Vec::new();
+    for name in ["good", "revoked", "unknown"] {
+        let port = free_port();
+        targets.push(format!("localhost:{port}"));
+        block.push_str(&format!(
+            "  server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {p}/{name}.crt; ssl_certificate_key {p}/{name}.key; location / {{ return 200; }} }}\n",
+            p = pki.display()
+        ));
+    }
+    let last_port: u16 = targets[2].rsplit(':').next().unwrap().parse().unwrap();
+    let _nginx = start_nginx(&work, &block, last_port);
+
+    let scan = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec!["scan", "--no-record", "--trust", "root.crt", "-o", "json"];
+        args.extend_from_slice(extra);
+        args.extend(targets.iter().map(String::as_str));
+        let out = certkeeper(&args, pki, &[]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let findings = |report: &serde_json::Value| -> Vec<String> {
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_string())
+            .collect()
+    };
+    let details = |report: &serde_json::Value| report["details"].to_string();
+
+    let reports = scan(&[]);
+    assert!(findings(&reports[0]).is_empty(), "{}", reports[0]);
+    assert_eq!(findings(&reports[1]), ["revoked"], "{}", reports[1]);
+    assert!(
+        details(&reports[1]).contains("keyCompromise, says its issuer's OCSP responder"),
+        "{}",
+        reports[1]
+    );
+    // cfssl answers "unauthorized" about a certificate it has no answer for: not revoked as
+    // far as anyone can tell, and the report says why revocation was not checked.
+    assert!(findings(&reports[2]).is_empty(), "{}", reports[2]);
+    assert!(
+        details(&reports[2]).contains("revocation not checked")
+            && details(&reports[2]).contains("unauthorized"),
+        "{}",
+        reports[2]
+    );
+
+    // Without revocation checks the revoked certificate looks fine: OCSP is what found it.
+    let unchecked = scan(&["--no-revocation"]);
+    assert!(findings(&unchecked[1]).is_empty(), "{}", unchecked[1]);
+
+    // The responder gone: nothing is called revoked, and the report says it was not checked.
+    drop(responder);
+    let offline = scan(&[]);
+    assert!(findings(&offline[1]).is_empty(), "{}", offline[1]);
+    assert!(
+        details(&offline[1]).contains("revocation not checked"),
+        "{}",
+        offline[1]
     );
 }

@@ -212,6 +212,13 @@ impl From<PkiError> for Problem {
                 "Invalid key",
                 detail,
             ),
+            // Only the scanner reads OCSP answers, from a third party's responder.
+            PkiError::UnusableOcspResponse(_) => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "unusable-ocsp-response",
+                "Unusable OCSP response",
+                detail,
+            ),
             PkiError::Signing(_) | PkiError::Encoding(_) => Problem::internal(detail),
         }
     }

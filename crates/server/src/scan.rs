@@ -1,8 +1,9 @@
 //! TLS endpoint scanning: connect, read the chain an endpoint serves, and say what is wrong
 //! with it (expired, expiring, wrong name, incomplete chain, untrusted issuer, weak key,
-//! revoked by its CRL). `certkeeper scan` and scheduled scans both use [`Scanner`]; the rules
-//! themselves live in `certkeeper_pki` (`Finding`, `matches_name`, ...), the chain check is
-//! rustls' WebPKI verifier.
+//! revoked by its CRL or, when no CRL can be read, by its OCSP responder). `certkeeper scan`
+//! and scheduled scans both use [`Scanner`]; the rules themselves live in `certkeeper_pki`
+//! (`Finding`, `matches_name`, `read_ocsp_answer`, ...), the chain check is rustls' WebPKI
+//! verifier.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use certkeeper_pki::Finding;
+use certkeeper_pki::{Finding, OcspVerdict};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
@@ -211,20 +212,27 @@ pub struct ScanSettings {
     pub warn_within_seconds: i64,
     /// Connection and handshake timeout.
     pub timeout: Duration,
-    /// Fetch CRLs named by served certificates and report revoked ones.
+    /// Report revoked certificates: by the CRLs a served certificate names, or by its OCSP
+    /// responder when it names no CRL or none can be read.
     pub check_revocation: bool,
 }
 
-/// A CRL download shared by every endpoint naming the same URL.
-type CrlFetch = OnceCell<Result<Vec<u8>, String>>;
+/// A download shared by every endpoint that needs the same bytes (a CRL, an OCSP answer).
+type SharedFetch = OnceCell<Result<Vec<u8>, String>>;
+/// Downloads by key (a CRL's URL; an OCSP responder's URL and the request).
+type Fetches<K> = Mutex<HashMap<K, Arc<SharedFetch>>>;
 
 /// Scans endpoints; share one per scan run (it caches CRLs and verifiers).
 pub struct Scanner {
     roots: Arc<RootCertStore>,
     known_intermediates: Vec<CertificateDer<'static>>,
+    /// The trusted roots as certificates: where an OCSP check looks for a leaf's issuer.
+    root_certificates: Vec<CertificateDer<'static>>,
     settings: ScanSettings,
     http: reqwest::Client,
-    crls: Mutex<HashMap<String, Arc<CrlFetch>>>,
+    crls: Fetches<String>,
+    /// OCSP answers by (responder URL, request).
+    ocsp_answers: Fetches<(String, Vec<u8>)>,
     verifiers: Mutex<HashMap<Vec<String>, Arc<WebPkiServerVerifier>>>,
 }
 
@@ -247,8 +255,8 @@ impl Scanner {
     /// A scanner trusting `settings.roots_pem`.
     pub fn new(settings: ScanSettings) -> Result<Scanner, String> {
         let mut roots = RootCertStore::empty();
-        let (added, _) = roots
-            .add_parsable_certificates(pem_certificates(&settings.roots_pem, "trusted roots")?);
+        let root_certificates = pem_certificates(&settings.roots_pem, "trusted roots")?;
+        let (added, _) = roots.add_parsable_certificates(root_certificates.clone());
         if added == 0 {
             return Err("no trusted root certificates: give --ca-file".into());
         }
@@ -262,9 +270,11 @@ impl Scanner {
         Ok(Scanner {
             roots: Arc::new(roots),
             known_intermediates,
+            root_certificates,
             settings,
             http,
             crls: Mutex::default(),
+            ocsp_answers: Mutex::default(),
             verifiers: Mutex::default(),
         })
     }
@@ -345,9 +355,7 @@ impl Scanner {
         if let Some(reason) = certkeeper_pki::weak_key_reason(leaf.as_ref()) {
             found.push((Finding::WeakKey, reason));
         }
-        if let Some(chain_finding) = self.check_chain(chain, &summary, now, report).await {
-            found.push(chain_finding);
-        }
+        found.extend(self.check_chain(chain, &summary, now, report).await);
         found.sort();
         found.dedup_by_key(|(finding, _)| *finding);
         for (finding, detail) in found {
@@ -358,15 +366,18 @@ impl Scanner {
         }
     }
 
-    /// Verifies the chain (with the CRLs the leaf names) and returns what is wrong with it.
+    /// Verifies the chain (with the CRLs the leaf names, or else its OCSP responder) and
+    /// returns what is wrong with it.
     async fn check_chain(
         &self,
         chain: &[CertificateDer<'static>],
         summary: &certkeeper_pki::CertificateSummary,
         now: i64,
         report: &mut ScanReport,
-    ) -> Option<(Finding, String)> {
-        let leaf = chain.first()?;
+    ) -> Vec<(Finding, String)> {
+        let Some(leaf) = chain.first() else {
+            return Vec::new();
+        };
         // The chain is judged at a moment inside the leaf's validity, under a name it holds,
         // so that an expired certificate or a wrong name does not hide a chain problem.
         let at = UnixTime::since_unix_epoch(Duration::from_secs(
@@ -391,69 +402,95 @@ impl Scanner {
         } else {
             Vec::new()
         };
-        let verifier = match self.verifier(&crl_urls, &mut report.details).await {
-            Ok(verifier) => verifier,
+        let (verifier, crls_read) = match self.verifier(&crl_urls, &mut report.details).await {
+            Ok(verified) => verified,
             Err(error) => {
                 report.details.push(format!("chain not checked: {error}"));
+                return Vec::new();
+            }
+        };
+        let found = judge_chain(&verifier, chain, &self.known_intermediates, &chain_name, at);
+        // OCSP when no CRL could say anything, and only for a chain that leads to a trusted
+        // root: an answer is believed only when the leaf's issuer vouches for it.
+        let chain_trusted = found.as_ref().is_none_or(|(finding, _)| {
+            matches!(finding, Finding::IncompleteChain | Finding::NameMismatch)
+        });
+        let revoked_by_ocsp = if self.settings.check_revocation && crls_read == 0 && chain_trusted {
+            self.check_ocsp(chain, now, &mut report.details).await
+        } else {
+            None
+        };
+        found.into_iter().chain(revoked_by_ocsp).collect()
+    }
+
+    /// Asks the leaf's OCSP responder; `Some` when the answer, signed for the leaf's issuer,
+    /// says revoked. What prevents an answer is noted in `details`.
+    async fn check_ocsp(
+        &self,
+        chain: &[CertificateDer<'static>],
+        now: i64,
+        details: &mut Vec<String>,
+    ) -> Option<(Finding, String)> {
+        let leaf = chain.first()?.as_ref();
+        let urls = certkeeper_pki::ocsp_responder_urls(leaf);
+        if urls.is_empty() {
+            return None;
+        }
+        let candidates = chain[1..]
+            .iter()
+            .chain(&self.known_intermediates)
+            .chain(&self.root_certificates)
+            .map(|c| c.as_ref());
+        let Some(issuer) = certkeeper_pki::find_issuer(leaf, candidates) else {
+            details.push(
+                "revocation not checked: the issuer certificate an OCSP answer needs is not known"
+                    .into(),
+            );
+            return None;
+        };
+        let request = match certkeeper_pki::build_ocsp_check_request(leaf, issuer) {
+            Ok(request) => request,
+            Err(error) => {
+                details.push(format!("revocation not checked: {error}"));
                 return None;
             }
         };
-        let presented = &chain[1..];
-        let error = match verifier.verify_server_cert(leaf, presented, &chain_name, &[], at) {
-            Ok(_) => return None,
-            Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
-                let mut completed = presented.to_vec();
-                completed.extend(self.known_intermediates.iter().cloned());
-                match verifier.verify_server_cert(leaf, &completed, &chain_name, &[], at) {
-                    Ok(_) => {
-                        return Some((
-                            Finding::IncompleteChain,
-                            "the endpoint does not send the intermediate certificate its chain needs"
-                                .into(),
-                        ));
-                    }
-                    Err(error) => error,
+        for url in urls {
+            let verdict = self.ocsp_answer(&url, &request).await.and_then(|answer| {
+                certkeeper_pki::read_ocsp_answer(&answer, leaf, issuer, now)
+                    .map_err(|e| format!("{url}: {e}"))
+            });
+            match verdict {
+                Ok(OcspVerdict::Good) => return None,
+                Ok(OcspVerdict::Revoked { at, reason }) => {
+                    let reason = reason.map(|r| format!(", {r}")).unwrap_or_default();
+                    return Some((
+                        Finding::Revoked,
+                        format!(
+                            "revoked since {}{reason}, says its issuer's OCSP responder",
+                            rfc3339(at)
+                        ),
+                    ));
                 }
+                Ok(OcspVerdict::Unknown) => {
+                    details.push(format!(
+                        "revocation not checked: the OCSP responder {url} does not know the certificate"
+                    ));
+                    return None;
+                }
+                Err(error) => details.push(format!("revocation not checked: {error}")),
             }
-            Err(error) => error,
-        };
-        Some(match error {
-            rustls::Error::InvalidCertificate(CertificateError::Revoked) => (
-                Finding::Revoked,
-                "listed as revoked by its issuer's CRL".into(),
-            ),
-            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => (
-                Finding::UntrustedIssuer,
-                "the chain does not lead to a trusted root".into(),
-            ),
-            rustls::Error::InvalidCertificate(
-                CertificateError::Expired | CertificateError::ExpiredContext { .. },
-            ) => (
-                Finding::Expired,
-                "a certificate of the chain has expired".into(),
-            ),
-            // The chain verified; only the name the check used did not fit (no usable DNS or
-            // IP SAN at all).
-            rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            ) => (
-                Finding::NameMismatch,
-                "the certificate has no usable DNS or IP subject alternative name".into(),
-            ),
-            other => (
-                Finding::UntrustedIssuer,
-                format!("the chain does not verify: {other}"),
-            ),
-        })
+        }
+        None
     }
 
     /// A verifier over the trusted roots and the CRLs at `urls` (fetched once per scan run;
-    /// one that cannot be fetched is reported and left out).
+    /// one that cannot be fetched is reported and left out), and how many CRLs it holds.
     async fn verifier(
         &self,
         urls: &[String],
         details: &mut Vec<String>,
-    ) -> Result<Arc<WebPkiServerVerifier>, String> {
+    ) -> Result<(Arc<WebPkiServerVerifier>, usize), String> {
         let mut crls = Vec::new();
         for url in urls {
             match self.crl(url).await {
@@ -461,9 +498,10 @@ impl Scanner {
                 Err(error) => details.push(format!("revocation not checked: {error}")),
             }
         }
+        let crls_read = crls.len();
         let key: Vec<String> = urls.to_vec();
         if let Some(verifier) = lock(&self.verifiers).get(&key) {
-            return Ok(verifier.clone());
+            return Ok((verifier.clone(), crls_read));
         }
         let verifier = WebPkiServerVerifier::builder_with_provider(
             self.roots.clone(),
@@ -475,7 +513,7 @@ impl Scanner {
         .build()
         .map_err(|e| format!("cannot use the CRLs: {e}"))?;
         lock(&self.verifiers).insert(key, verifier.clone());
-        Ok(verifier)
+        Ok((verifier, crls_read))
     }
 
     async fn crl(&self, url: &str) -> Result<Vec<u8>, String> {
@@ -484,43 +522,134 @@ impl Scanner {
             .await
             .clone()
     }
+
+    /// The responder's answer to `request` (asked once per scan run).
+    async fn ocsp_answer(&self, url: &str, request: &[u8]) -> Result<Vec<u8>, String> {
+        let cell = lock(&self.ocsp_answers)
+            .entry((url.to_string(), request.to_vec()))
+            .or_default()
+            .clone();
+        cell.get_or_init(|| fetch_ocsp_answer(&self.http, url, request))
+            .await
+            .clone()
+    }
+}
+
+/// What is wrong with a served chain by rustls' WebPKI verifier (with the CRLs it was given):
+/// `incomplete_chain` when it verifies only with intermediates the scanner knows.
+fn judge_chain(
+    verifier: &WebPkiServerVerifier,
+    chain: &[CertificateDer<'static>],
+    known_intermediates: &[CertificateDer<'static>],
+    chain_name: &ServerName<'_>,
+    at: UnixTime,
+) -> Option<(Finding, String)> {
+    let leaf = chain.first()?;
+    let presented = &chain[1..];
+    let error = match verifier.verify_server_cert(leaf, presented, chain_name, &[], at) {
+        Ok(_) => return None,
+        Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+            let mut completed = presented.to_vec();
+            completed.extend(known_intermediates.iter().cloned());
+            match verifier.verify_server_cert(leaf, &completed, chain_name, &[], at) {
+                Ok(_) => {
+                    return Some((
+                        Finding::IncompleteChain,
+                        "the endpoint does not send the intermediate certificate its chain needs"
+                            .into(),
+                    ));
+                }
+                Err(error) => error,
+            }
+        }
+        Err(error) => error,
+    };
+    Some(match error {
+        rustls::Error::InvalidCertificate(CertificateError::Revoked) => (
+            Finding::Revoked,
+            "listed as revoked by its issuer's CRL".into(),
+        ),
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => (
+            Finding::UntrustedIssuer,
+            "the chain does not lead to a trusted root".into(),
+        ),
+        rustls::Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => (
+            Finding::Expired,
+            "a certificate of the chain has expired".into(),
+        ),
+        // The chain verified; only the name the check used did not fit (no usable DNS or
+        // IP SAN at all).
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => (
+            Finding::NameMismatch,
+            "the certificate has no usable DNS or IP subject alternative name".into(),
+        ),
+        other => (
+            Finding::UntrustedIssuer,
+            format!("the chain does not verify: {other}"),
+        ),
+    })
 }
 
 async fn fetch_crl(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let response = http
-        .get(url)
+    let body = fetch_bounded(http.get(url), &format!("the CRL {url}"), MAX_CRL_BYTES).await?;
+    if body.starts_with(b"-----BEGIN") {
+        let block = pem::parse(&body).map_err(|e| format!("the CRL {url}: {e}"))?;
+        return Ok(block.into_contents());
+    }
+    Ok(body)
+}
+
+/// POSTs an OCSP request (RFC 6960 appendix A.1) and returns the response body.
+async fn fetch_ocsp_answer(
+    http: &reqwest::Client,
+    url: &str,
+    request: &[u8],
+) -> Result<Vec<u8>, String> {
+    let post = http
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/ocsp-request")
+        .header(reqwest::header::ACCEPT, "application/ocsp-response")
+        .body(request.to_vec());
+    fetch_bounded(
+        post,
+        &format!("the OCSP responder {url}"),
+        certkeeper_pki::MAX_OCSP_RESPONSE_BYTES,
+    )
+    .await
+}
+
+/// Sends `request` and reads the body, refusing more than `max` bytes. The URL comes from a
+/// scanned certificate, so neither the size it announces nor the one it sends is trusted.
+async fn fetch_bounded(
+    request: reqwest::RequestBuilder,
+    what: &str,
+    max: usize,
+) -> Result<Vec<u8>, String> {
+    let mut response = request
         .send()
         .await
-        .map_err(|e| format!("fetching the CRL {url}: {e}"))?;
+        .map_err(|e| format!("fetching {what}: {e}"))?;
     if !response.status().is_success() {
-        return Err(format!(
-            "fetching the CRL {url}: HTTP {}",
-            response.status()
-        ));
+        return Err(format!("fetching {what}: HTTP {}", response.status()));
     }
-    let too_large = || format!("the CRL {url} is larger than {MAX_CRL_BYTES} bytes");
-    if response
-        .content_length()
-        .is_some_and(|n| n as usize > MAX_CRL_BYTES)
-    {
+    let too_large = || format!("{what} is larger than {max} bytes");
+    if response.content_length().is_some_and(|n| n as usize > max) {
         return Err(too_large());
     }
-    // Read by chunks: the URL comes from the scanned certificate, so its size is not trusted.
-    let mut response = response;
     let mut body = Vec::new();
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| format!("reading the CRL {url}: {e}"))?
+        .map_err(|e| format!("reading {what}: {e}"))?
     {
-        if body.len() + chunk.len() > MAX_CRL_BYTES {
+        if body.len() + chunk.len() > max {
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);
-    }
-    if body.starts_with(b"-----BEGIN") {
-        let block = pem::parse(&body).map_err(|e| format!("the CRL {url}: {e}"))?;
-        return Ok(block.into_contents());
     }
     Ok(body)
 }

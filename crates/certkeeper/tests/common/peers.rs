@@ -190,3 +190,25 @@ impl Bind {
             .collect()
     }
 }
+
+/// `cfssl ocspserve` (Debian `golang-cfssl`) on loopback `port`, answering from `responses`
+/// (one base64 OCSP response per line, as `cfssl ocspsign` prints them).
+pub fn start_cfssl_ocsp(responses: &Path, port: u16) -> Running {
+    let child = Command::new("cfssl")
+        .args([
+            "ocspserve",
+            "-address",
+            "127.0.0.1",
+            "-port",
+            &port.to_string(),
+        ])
+        .arg("-responses")
+        .arg(responses)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cfssl (scripts/test installs golang-cfssl)");
+    let running = Running(child);
+    wait_for_port(port, "cfssl ocspserve");
+    running
+}
