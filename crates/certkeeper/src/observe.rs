@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use certkeeper_server::observe_api::{AlertView, ScanEndpointView, ScanRecorded, SilenceView};
+use certkeeper_server::observe_api::{
+    AlertView, ScanEndpointPage, ScanEndpointView, ScanRecorded, SilenceView,
+};
 use certkeeper_server::scan::{
     RECORD_BATCH, ScanReport, ScanSettings, Scanner, expand_targets, scan_all, worth_recording,
 };
@@ -21,6 +23,7 @@ use crate::ServerArgs;
 use crate::client::Client;
 use crate::error::CliError;
 use crate::output::{OutputFormat, print_json, print_table};
+use crate::remote::query_string;
 
 /// `certkeeper scan`.
 #[derive(Debug, Args)]
@@ -65,9 +68,15 @@ pub struct ScanArgs {
     /// Exit with status 1 when any endpoint does not serve a valid certificate.
     #[arg(long)]
     check: bool,
-    /// Instead of scanning, list what the server recorded.
+    /// Instead of scanning, list what the server recorded (every page).
     #[arg(long, conflicts_with_all = ["targets", "file"])]
     recorded: bool,
+    /// With --recorded: only endpoints that do not serve a valid certificate.
+    #[arg(long, requires = "recorded")]
+    invalid: bool,
+    /// With --recorded: only endpoints with this finding, such as revoked.
+    #[arg(long, requires = "recorded")]
+    finding: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -95,7 +104,7 @@ fn read_file(path: &PathBuf) -> Result<Vec<u8>, CliError> {
 pub async fn scan(args: ScanArgs) -> Result<ExitCode, CliError> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     if args.recorded {
-        return list_recorded(&args.server).await;
+        return list_recorded(&args).await;
     }
     let mut specs = args.targets.clone();
     if let Some(path) = &args.file {
@@ -265,9 +274,28 @@ pub async fn scan(args: ScanArgs) -> Result<ExitCode, CliError> {
     })
 }
 
-async fn list_recorded(server: &ServerArgs) -> Result<ExitCode, CliError> {
+async fn list_recorded(args: &ScanArgs) -> Result<ExitCode, CliError> {
+    let server = &args.server;
     let client = Client::new(server)?;
-    let endpoints: Vec<ScanEndpointView> = client.get("/api/v1/scans").await?;
+    let mut endpoints: Vec<ScanEndpointView> = Vec::new();
+    let mut cursor = None;
+    loop {
+        let path = format!(
+            "/api/v1/scans{}",
+            query_string(&[
+                ("valid", args.invalid.then(|| "false".to_string())),
+                ("finding", args.finding.clone()),
+                ("limit", Some("5000".into())),
+                ("cursor", cursor.take()),
+            ])
+        );
+        let page: ScanEndpointPage = client.get(&path).await?;
+        endpoints.extend(page.items);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
     match server.output {
         OutputFormat::Json => print_json(&endpoints)?,
         OutputFormat::Table => print_table(

@@ -181,7 +181,7 @@ pub struct ListArgs {
     all: bool,
 }
 
-fn query_string(pairs: &[(&str, Option<String>)]) -> String {
+pub(crate) fn query_string(pairs: &[(&str, Option<String>)]) -> String {
     let encoded: Vec<String> = pairs
         .iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", urlencode(v))))

@@ -200,7 +200,72 @@ async fn scan_reports_each_finding_records_it_and_feeds_m1() {
     // elsewhere) is new in the inventory as discovered.
     let (status, recorded, body) = server.get("/api/v1/scans", Some(server.token())).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(recorded.as_array().unwrap().len(), 5, "{recorded}");
+    assert_eq!(recorded["items"].as_array().unwrap().len(), 5, "{recorded}");
+    // The broken ones among them, and the revoked one, by filter; pages of two by cursor.
+    let (_, invalid, _) = server
+        .get("/api/v1/scans?valid=false", Some(server.token()))
+        .await;
+    assert_eq!(invalid["items"].as_array().unwrap().len(), 4, "{invalid}");
+    let (_, with_revoked, _) = server
+        .get("/api/v1/scans?finding=revoked", Some(server.token()))
+        .await;
+    let items = with_revoked["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{with_revoked}");
+    assert_eq!(items[0]["serial"], revoked_serial.as_str());
+    let mut paged = Vec::new();
+    let mut path = "/api/v1/scans?limit=2".to_string();
+    loop {
+        let (status, page, body) = server.get(&path, Some(server.token())).await;
+        assert_eq!(status, 200, "{body}");
+        paged.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["endpoint"].clone()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/scans?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let all: Vec<serde_json::Value> = recorded["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["endpoint"].clone())
+        .collect();
+    assert_eq!(paged, all);
+    // The same from the CLI.
+    let listed = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec!["scan", "--recorded", "-o", "json"];
+        args.extend_from_slice(extra);
+        let out = certkeeper(&args, dir.path(), &env);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(listed(&[]).len(), 5);
+    assert_eq!(listed(&["--invalid"]).len(), 4);
+    let revoked_only = listed(&["--finding", "revoked"]);
+    assert_eq!(revoked_only.len(), 1);
+    assert_eq!(revoked_only[0]["serial"], revoked_serial.as_str());
+    let table = certkeeper(&["scan", "--recorded", "--invalid"], dir.path(), &env);
+    assert!(table.status.success(), "{}", text(&table));
+    assert_eq!(text(&table).matches(" NO ").count(), 4, "{}", text(&table));
+    let bad = certkeeper(
+        &["scan", "--recorded", "--finding", "bogus"],
+        dir.path(),
+        &env,
+    );
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("unknown finding"), "{}", text(&bad));
+    for bad in ["finding=bogus", "valid=maybe", "cursor=zz", "colour=red"] {
+        let (status, problem, body) = server
+            .get(&format!("/api/v1/scans?{bad}"), Some(server.token()))
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(problem["detail"].is_string(), "{bad}: {body}");
+    }
     let (_, found, body) = server
         .get(
             "/api/v1/certificates?name=localhost&status=expired",
@@ -282,7 +347,7 @@ async fn scan_reports_each_finding_records_it_and_feeds_m1() {
         assert!(text(&out).contains("error:"), "{}", text(&out));
     }
     let (_, recorded, _) = server.get("/api/v1/scans", Some(server.token())).await;
-    assert_eq!(recorded.as_array().unwrap().len(), 5);
+    assert_eq!(recorded["items"].as_array().unwrap().len(), 5);
     // A bad submission to the API is a problem, and writes nothing.
     let (status, problem, _) = server
         .post(
@@ -293,7 +358,7 @@ async fn scan_reports_each_finding_records_it_and_feeds_m1() {
         .await;
     assert_eq!(status, 400, "{problem}");
     let (_, recorded, _) = server.get("/api/v1/scans", Some(server.token())).await;
-    assert_eq!(recorded.as_array().unwrap().len(), 5);
+    assert_eq!(recorded["items"].as_array().unwrap().len(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,7 +382,7 @@ async fn a_scheduled_scan_records_what_it_finds_and_feeds_m1() {
     let scans = || async {
         let (status, body, text_) = server.get("/api/v1/scans", Some(server.token())).await;
         assert_eq!(status, 200, "{text_}");
-        body.as_array().unwrap().clone()
+        body["items"].as_array().unwrap().clone()
     };
     // The first run: the named endpoint is recorded as failing; the silent swept address is not.
     let deadline = Instant::now() + Duration::from_secs(30);

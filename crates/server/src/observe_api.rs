@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use certkeeper_store::{AuditEvent, Change, ObserveWrite, Outcome, SilenceRecord};
+use certkeeper_store::{AuditEvent, Change, ObserveWrite, Outcome, ScanQuery, SilenceRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -162,24 +162,70 @@ pub struct ScanEndpointView {
     pub certificate_id: Option<i64>,
 }
 
-/// The latest scan of every endpoint (of the token's tenant).
+/// Filters and paging of the recorded scans.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct ScanListParams {
+    /// Only endpoints that serve a valid certificate (`true`) or that do not (`false`).
+    valid: Option<bool>,
+    /// Only endpoints with this finding, such as `revoked`.
+    finding: Option<String>,
+    /// Page size, 1-5000 (default 500).
+    limit: Option<u32>,
+    /// Cursor from the previous page's `next_cursor`.
+    cursor: Option<String>,
+}
+
+/// One page of recorded scans.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ScanEndpointPage {
+    /// The endpoints, by endpoint, name and tenant.
+    pub items: Vec<ScanEndpointView>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// The latest scan of every endpoint (of the token's tenant), a page at a time.
 #[utoipa::path(
     get,
     path = "/api/v1/scans",
-    responses((status = 200, body = Vec<ScanEndpointView>)),
+    params(ScanListParams),
+    responses(
+        (status = 200, body = ScanEndpointPage),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ),
     tag = "scans"
 )]
 async fn list_scans(
     State(state): State<SharedState>,
     headers: HeaderMap,
-) -> Result<Json<Vec<ScanEndpointView>>, Problem> {
+    params: Result<Query<ScanListParams>, QueryRejection>,
+) -> Result<Json<ScanEndpointPage>, Problem> {
     let principal = authorize(&state, &headers, Permission::Read, "scan.list").await?;
-    let endpoints = state
+    let Query(params) = params.map_err(|e| Problem::malformed(format!("query: {e}")))?;
+    if let Some(finding) = &params.finding
+        && certkeeper_pki::Finding::parse(finding).is_none()
+    {
+        return Err(Problem::malformed(format!(
+            "unknown finding {finding:?}; use one of expired, not_yet_valid, expiring_soon, \
+             name_mismatch, incomplete_chain, untrusted_issuer, weak_key, revoked"
+        )));
+    }
+    let page = state
         .store
-        .scan_endpoints(principal.tenant.as_deref(), 100_000)
+        .scan_endpoint_page(&ScanQuery {
+            tenant: principal.tenant.clone(),
+            valid: params.valid,
+            finding: params.finding,
+            limit: i64::from(params.limit.unwrap_or(500)),
+            cursor: params.cursor,
+        })
         .await?;
-    Ok(Json(
-        endpoints
+    Ok(Json(ScanEndpointPage {
+        items: page
+            .items
             .into_iter()
             .map(|e| ScanEndpointView {
                 endpoint: e.record.endpoint,
@@ -195,7 +241,8 @@ async fn list_scans(
                 certificate_id: e.certificate_id,
             })
             .collect(),
-    ))
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// A firing built-in alert.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use sqlx::{Any, Row, Transaction};
 
-use crate::{Change, Store, StoreError};
+use crate::{Change, Page, Store, StoreError};
 
 /// A write of this module, part of a [`Change`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +58,21 @@ pub struct ScanEndpoint {
     pub record: ScanRecord,
     /// Inventory id of the served leaf.
     pub certificate_id: Option<i64>,
+}
+
+/// Which recorded scans to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanQuery {
+    /// Only this tenant's (all when `None`).
+    pub tenant: Option<String>,
+    /// Only endpoints that serve a valid certificate (`Some(true)`) or that do not.
+    pub valid: Option<bool>,
+    /// Only endpoints with this finding (such as `revoked`).
+    pub finding: Option<String>,
+    /// Page size, 1-5000.
+    pub limit: i64,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
 }
 
 /// A silence of built-in alerts.
@@ -169,6 +184,24 @@ pub(crate) async fn apply(
     Ok(())
 }
 
+/// (endpoint, server name, tenant) of the last row of the previous page.
+fn parse_scan_cursor(cursor: &str) -> Result<(String, String, String), StoreError> {
+    let bad = || StoreError::InvalidQuery("cursor: pass next_cursor from the previous page".into());
+    let parts: Vec<String> = cursor
+        .split('.')
+        .map(|part| {
+            hex::decode(part)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(bad)
+        })
+        .collect::<Result<_, _>>()?;
+    match <[String; 3]>::try_from(parts) {
+        Ok([endpoint, server_name, tenant]) => Ok((endpoint, server_name, tenant)),
+        Err(_) => Err(bad()),
+    }
+}
+
 fn scan_from_row(row: &sqlx::any::AnyRow) -> Result<ScanEndpoint, StoreError> {
     let findings: String = row.try_get("findings")?;
     let valid: i64 = row.try_get("valid")?;
@@ -209,21 +242,63 @@ fn silence_from_row(row: &sqlx::any::AnyRow) -> Result<SilenceRecord, StoreError
 }
 
 impl Store {
-    /// The latest scan of every endpoint (of one tenant, or all), by endpoint.
-    pub async fn scan_endpoints(
+    /// One page of the latest scan of every endpoint, by endpoint, filtered as `query` says.
+    pub async fn scan_endpoint_page(
         &self,
-        tenant: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<ScanEndpoint>, StoreError> {
+        query: &ScanQuery,
+    ) -> Result<Page<ScanEndpoint>, StoreError> {
+        let limit = query.limit.clamp(1, 5000);
+        let after = query.cursor.as_deref().map(parse_scan_cursor).transpose()?;
+        let (after_endpoint, after_name, after_tenant) = after.unwrap_or_default();
         let rows = sqlx::query(
             "SELECT * FROM scan_endpoints WHERE ($1 = '' OR tenant = $1) \
-             ORDER BY endpoint, server_name, tenant LIMIT $2",
+               AND ($2 = -1 OR valid = $2) \
+               AND ($3 = '' OR (',' || findings || ',') LIKE $3 ESCAPE '\\') \
+               AND ($4 = 0 OR endpoint > $5 OR (endpoint = $5 AND (server_name > $6 \
+                    OR (server_name = $6 AND tenant > $7)))) \
+             ORDER BY endpoint, server_name, tenant LIMIT $8",
         )
-        .bind(tenant.unwrap_or(""))
-        .bind(limit)
+        .bind(query.tenant.as_deref().unwrap_or(""))
+        .bind(query.valid.map_or(-1, i64::from))
+        .bind(
+            query
+                .finding
+                .as_deref()
+                .map(|f| {
+                    let escaped: String = f
+                        .chars()
+                        .flat_map(|c| {
+                            let escape = matches!(c, '%' | '_' | '\\').then_some('\\');
+                            escape.into_iter().chain([c])
+                        })
+                        .collect();
+                    format!("%,{escaped},%")
+                })
+                .unwrap_or_default(),
+        )
+        .bind(i64::from(query.cursor.is_some()))
+        .bind(after_endpoint)
+        .bind(after_name)
+        .bind(after_tenant)
+        .bind(limit + 1)
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(scan_from_row).collect()
+        let mut items = rows
+            .iter()
+            .map(scan_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|last| {
+                let r = &last.record;
+                [&r.endpoint, &r.server_name, &r.tenant]
+                    .map(hex::encode)
+                    .join(".")
+            })
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
     }
 
     /// Silences that have not ended by `now` (in force or ahead).

@@ -1391,16 +1391,22 @@ both_backends!(
                 .unwrap();
         }
         // The second scan replaced the first, linked to the inventory row.
-        let endpoints = store.scan_endpoints(Some("t"), 10).await.unwrap();
+        let list = |tenant: &str| certkeeper_store::ScanQuery {
+            tenant: Some(tenant.to_string()),
+            limit: 10,
+            ..Default::default()
+        };
+        let endpoints = store.scan_endpoint_page(&list("t")).await.unwrap().items;
         assert_eq!(endpoints.len(), 1);
         assert!(endpoints[0].record.valid);
         assert_eq!(endpoints[0].record.scanned_at, NOW + 60);
         assert!(endpoints[0].certificate_id.is_some());
         assert!(
             store
-                .scan_endpoints(Some("other"), 10)
+                .scan_endpoint_page(&list("other"))
                 .await
                 .unwrap()
+                .items
                 .is_empty()
         );
         let counts = store.target_counts(NOW).await.unwrap();
@@ -1439,5 +1445,129 @@ both_backends!(
         let before = store.audit_latest_seq().await.unwrap();
         assert!(store.apply(expire()).await.is_err());
         assert_eq!(store.audit_latest_seq().await.unwrap(), before);
+    }
+);
+
+both_backends!(
+    recorded_scans_page_by_endpoint_and_filter_by_validity_and_finding,
+    |db: TestDb| async move {
+        use certkeeper_store::{ObserveWrite, ScanQuery, ScanRecord};
+        let store = Store::open(&db.url, key()).await.unwrap();
+        let scan = |tenant: &str, endpoint: &str, findings: &[&str]| {
+            ObserveWrite::Scan(ScanRecord {
+                tenant: tenant.into(),
+                endpoint: endpoint.into(),
+                server_name: endpoint.split(':').next().unwrap().into(),
+                scanned_at: NOW,
+                scanner: "tester".into(),
+                fingerprint_sha256: None,
+                serial: None,
+                not_after: None,
+                findings: findings.iter().map(|f| f.to_string()).collect(),
+                valid: findings.iter().all(|f| *f == "expiring_soon"),
+                error: None,
+            })
+        };
+        let writes = vec![
+            scan("t", "a.example:443", &[]),
+            scan("t", "b.example:443", &["expired", "weak_key"]),
+            scan("t", "c.example:443", &["expiring_soon"]),
+            scan("t", "d.example:443", &["revoked"]),
+            scan("t", "e.example:443", &["weak_key"]),
+            // `_` must not act as a LIKE wildcard: this one is not `weak_key`.
+            scan("t", "f.example:443", &["weakXkey"]),
+            scan("u", "a.example:443", &["weak_key"]),
+        ];
+        store
+            .apply(Change {
+                observe: writes,
+                audit: vec![event("scan.record", "7 endpoints")],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        let endpoints = |page: &certkeeper_store::Page<certkeeper_store::ScanEndpoint>| {
+            page.items
+                .iter()
+                .map(|e| format!("{}/{}", e.record.tenant, e.record.endpoint))
+                .collect::<Vec<_>>()
+        };
+        // Every tenant, two at a time: each row once, in (endpoint, name, tenant) order.
+        let mut seen = Vec::new();
+        let mut query = ScanQuery {
+            limit: 2,
+            ..Default::default()
+        };
+        loop {
+            let page = store.scan_endpoint_page(&query).await.unwrap();
+            assert!(page.items.len() <= 2);
+            seen.extend(endpoints(&page));
+            match page.next_cursor {
+                Some(cursor) => query.cursor = Some(cursor),
+                None => break,
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                "t/a.example:443",
+                "u/a.example:443",
+                "t/b.example:443",
+                "t/c.example:443",
+                "t/d.example:443",
+                "t/e.example:443",
+                "t/f.example:443"
+            ]
+        );
+        let only = |tenant: Option<&str>, only_invalid: bool, finding: Option<&str>| ScanQuery {
+            tenant: tenant.map(str::to_string),
+            valid: only_invalid.then_some(false),
+            finding: finding.map(str::to_string),
+            limit: 100,
+            cursor: None,
+        };
+        let page = store
+            .scan_endpoint_page(&only(Some("t"), true, None))
+            .await
+            .unwrap();
+        assert_eq!(
+            endpoints(&page),
+            [
+                "t/b.example:443",
+                "t/d.example:443",
+                "t/e.example:443",
+                "t/f.example:443"
+            ]
+        );
+        let page = store
+            .scan_endpoint_page(&only(None, false, Some("weak_key")))
+            .await
+            .unwrap();
+        assert_eq!(
+            endpoints(&page),
+            ["t/a.example:443", "t/b.example:443", "t/e.example:443"]
+                .map(|e| e.replace("t/a", "u/a"))
+        );
+        let page = store
+            .scan_endpoint_page(&only(Some("t"), false, Some("expiring_soon")))
+            .await
+            .unwrap();
+        assert_eq!(endpoints(&page), ["t/c.example:443"]);
+        let valid = ScanQuery {
+            valid: Some(true),
+            limit: 100,
+            ..Default::default()
+        };
+        let page = store.scan_endpoint_page(&valid).await.unwrap();
+        assert_eq!(endpoints(&page), ["t/a.example:443", "t/c.example:443"]);
+        // A cursor that was not handed out is refused.
+        let bad = store
+            .scan_endpoint_page(&ScanQuery {
+                cursor: Some("zz".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await;
+        assert!(matches!(bad, Err(StoreError::InvalidQuery(_))), "{bad:?}");
     }
 );
