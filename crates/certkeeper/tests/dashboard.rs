@@ -85,6 +85,46 @@ async fn chromium_loads_every_view_logs_in_searches_and_opens_a_certificate() {
         .await;
     assert_eq!(status, 200, "{text}");
 
+    // A tenant's token sees its tenant's figures on the executive view, not the fleet's.
+    let (_, blue) = server.create_token("issuer", Some("blue")).await;
+    let executive = |token: String| {
+        let server = &server;
+        async move {
+            let (status, body, text) = server.get("/api/v1/dashboard", Some(&token)).await;
+            assert_eq!(status, 200, "{text}");
+            body["executive"].clone()
+        }
+    };
+    let fleet = executive(server.token().to_string()).await;
+    assert!(
+        fleet["certificates_active"].as_i64().unwrap() >= 2,
+        "{fleet}"
+    );
+    assert_eq!(fleet["targets_total"], 1, "{fleet}");
+    let (status, _, text) = server
+        .post(
+            "/api/v1/certificates",
+            Some(&blue),
+            &serde_json::json!({"profile": "tls-server", "sans": ["blue.example.com"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{text}");
+    // Reaching into another tenant is denied and audited: a policy violation of blue's.
+    let (status, _, _) = server
+        .get("/api/v1/certificates?tenant=default", Some(&blue))
+        .await;
+    assert_eq!(status, 403);
+    let own = executive(blue.clone()).await;
+    assert_eq!(own["certificates_active"], 1, "{own}");
+    assert_eq!(own["targets_total"], 0, "{own}");
+    assert_eq!(own["policy_violations_7d"], 1, "{own}");
+    let fleet_after = executive(server.token().to_string()).await;
+    assert_eq!(
+        fleet_after["certificates_active"].as_i64().unwrap(),
+        fleet["certificates_active"].as_i64().unwrap() + 1,
+        "{fleet_after}"
+    );
+
     let output = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
     let _ = std::fs::remove_dir_all(&output);
     std::fs::create_dir_all(&output).unwrap();

@@ -428,7 +428,7 @@ pub async fn render(state: &SharedState, tenant: Option<&str>) -> Result<String,
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut registry = Registry::default();
 
-    let counts = state.store.certificate_counts(now).await?;
+    let counts = state.store.certificate_counts(now, None).await?;
     gauge_family(
         &mut registry,
         "certkeeper_certificates",
@@ -559,7 +559,7 @@ pub async fn render(state: &SharedState, tenant: Option<&str>) -> Result<String,
         crl_next,
     );
 
-    let targets = state.store.target_counts(now).await?;
+    let targets = state.store.target_counts(now, None).await?;
     gauge_family(
         &mut registry,
         "certkeeper_targets",

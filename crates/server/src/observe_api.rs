@@ -568,8 +568,8 @@ pub struct DashboardView {
     pub audit_latest_seq: i64,
 }
 
-/// The figures behind the web dashboard. Counts are fleet-wide; lists show only the token's
-/// tenant.
+/// The figures behind the web dashboard. A tenant's token sees its tenant's counts and lists;
+/// the debug view's in-process counters are the server's.
 #[utoipa::path(
     get,
     path = "/api/v1/dashboard",
@@ -582,8 +582,9 @@ async fn dashboard(
 ) -> Result<Json<DashboardView>, Problem> {
     let principal = authorize(&state, &headers, Permission::Read, "dashboard.read").await?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let counts = state.store.certificate_counts(now).await?;
-    let targets = state.store.target_counts(now).await?;
+    let tenant = principal.tenant.as_deref();
+    let counts = state.store.certificate_counts(now, tenant).await?;
+    let targets = state.store.target_counts(now, tenant).await?;
     let total = targets.scanned_valid
         + targets.scanned_invalid
         + targets.agent_valid
@@ -592,7 +593,7 @@ async fn dashboard(
     let alerts = visible_alerts(&state, &principal);
     let violations = state
         .store
-        .audit_denials_since((now - 7 * 86_400) * 1000)
+        .audit_denials_since((now - 7 * 86_400) * 1000, tenant)
         .await?;
     let executive = serde_json::json!({
         "targets_total": total,
@@ -604,7 +605,6 @@ async fn dashboard(
         "policy_violations_7d": violations,
     });
 
-    let tenant = principal.tenant.as_deref();
     let in_progress: Vec<serde_json::Value> = state
         .store
         .managed_in_progress(tenant, now, 100)

@@ -152,11 +152,18 @@ impl Store {
     }
 
     /// Denied actions in the audit log since `since_ms` (policy and permission refusals).
-    pub async fn audit_denials_since(&self, since_ms: i64) -> Result<i64, StoreError> {
+    /// With `tenant`, only denials of that tenant's tokens.
+    pub async fn audit_denials_since(
+        &self,
+        since_ms: i64,
+        tenant: Option<&str>,
+    ) -> Result<i64, StoreError> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM audit_log WHERE outcome = 'denied' AND at_ms >= $1",
+            "SELECT COUNT(*) AS n FROM audit_log WHERE outcome = 'denied' AND at_ms >= $1 \
+               AND ($2 = '' OR actor IN (SELECT id FROM api_tokens WHERE tenant = $2))",
         )
         .bind(since_ms)
+        .bind(tenant.unwrap_or(""))
         .fetch_one(self.pool())
         .await?;
         Ok(row.try_get("n")?)
@@ -203,7 +210,12 @@ impl Store {
     /// 30 days of `now`, without the system tenant's own certificates. Each count is a range
     /// of the `(status, not_after)` index (no certificate row, DER and all, is read);
     /// the system tenant's few certificates are counted apart and taken off.
-    pub async fn certificate_counts(&self, now: i64) -> Result<CertificateCounts, StoreError> {
+    /// With `tenant`, only that tenant's certificates (a range of `(tenant, status, not_after)`).
+    pub async fn certificate_counts(
+        &self,
+        now: i64,
+        tenant: Option<&str>,
+    ) -> Result<CertificateCounts, StoreError> {
         const DAYS: [i64; 4] = [1, 7, 14, 30];
         let count = |scope: &str| {
             format!(
@@ -218,18 +230,25 @@ impl Store {
             )
         };
         let mut totals = [0i64; 7];
-        for (scope, sign) in [
-            ("FROM certificates WHERE", 1),
-            ("FROM certificates WHERE tenant = 'system' AND", -1),
-        ] {
-            let row = sqlx::query(&count(scope))
+        let scopes: &[(&str, i64)] = match tenant {
+            Some(_) => &[("FROM certificates WHERE tenant = $6 AND", 1)],
+            None => &[
+                ("FROM certificates WHERE", 1),
+                ("FROM certificates WHERE tenant = 'system' AND", -1),
+            ],
+        };
+        for (scope, sign) in scopes {
+            let sql = count(scope);
+            let mut query = sqlx::query(&sql)
                 .bind(now)
                 .bind(now + DAYS[0] * 86_400)
                 .bind(now + DAYS[1] * 86_400)
                 .bind(now + DAYS[2] * 86_400)
-                .bind(now + DAYS[3] * 86_400)
-                .fetch_one(self.pool())
-                .await?;
+                .bind(now + DAYS[3] * 86_400);
+            if let Some(tenant) = tenant {
+                query = query.bind(tenant);
+            }
+            let row = query.fetch_one(self.pool()).await?;
             for (total, column) in totals
                 .iter_mut()
                 .zip(["revoked", "expired", "active", "d1", "d7", "d14", "d30"])

@@ -312,20 +312,26 @@ impl Store {
     }
 
     /// Targets by whether they serve a valid certificate at `now` (M1).
-    pub async fn target_counts(&self, now: i64) -> Result<TargetCounts, StoreError> {
+    /// With `tenant`, only that tenant's endpoints and agents.
+    pub async fn target_counts(
+        &self,
+        now: i64,
+        tenant: Option<&str>,
+    ) -> Result<TargetCounts, StoreError> {
         let row = sqlx::query(
             "SELECT \
-               (SELECT COUNT(*) FROM scan_endpoints WHERE valid = 1) AS scanned_valid, \
-               (SELECT COUNT(*) FROM scan_endpoints WHERE valid = 0) AS scanned_invalid, \
+               (SELECT COUNT(*) FROM scan_endpoints WHERE valid = 1 AND ($2 = '' OR tenant = $2)) AS scanned_valid, \
+               (SELECT COUNT(*) FROM scan_endpoints WHERE valid = 0 AND ($2 = '' OR tenant = $2)) AS scanned_invalid, \
                (SELECT COUNT(*) FROM agent_bindings b JOIN agents a ON a.id = b.agent_id \
-                  WHERE a.status = 'active' AND b.error IS NULL AND EXISTS ( \
+                  WHERE a.status = 'active' AND ($2 = '' OR a.tenant = $2) AND b.error IS NULL AND EXISTS ( \
                     SELECT 1 FROM certificates c WHERE c.serial = b.deployed_serial \
                       AND c.tenant = a.tenant AND c.source IN ('issued', 'external') \
                       AND c.status <> 'revoked' AND c.not_after >= $1 AND c.not_before <= $1)) AS agent_valid, \
                (SELECT COUNT(*) FROM agent_bindings b JOIN agents a ON a.id = b.agent_id \
-                  WHERE a.status = 'active') AS agent_all",
+                  WHERE a.status = 'active' AND ($2 = '' OR a.tenant = $2)) AS agent_all",
         )
         .bind(now)
+        .bind(tenant.unwrap_or(""))
         .fetch_one(self.pool())
         .await?;
         let agent_valid: i64 = row.try_get("agent_valid")?;

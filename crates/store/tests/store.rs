@@ -1409,7 +1409,7 @@ both_backends!(
                 .items
                 .is_empty()
         );
-        let counts = store.target_counts(NOW).await.unwrap();
+        let counts = store.target_counts(NOW, None).await.unwrap();
         assert_eq!((counts.scanned_valid, counts.scanned_invalid), (1, 0));
         assert!(store.scan_finding_counts().await.unwrap().is_empty());
 
@@ -1569,5 +1569,104 @@ both_backends!(
             })
             .await;
         assert!(matches!(bad, Err(StoreError::InvalidQuery(_))), "{bad:?}");
+    }
+);
+
+both_backends!(
+    counts_cover_the_fleet_or_one_tenant,
+    |db: TestDb| async move {
+        use certkeeper_store::{ObserveWrite, ScanRecord};
+        let store = Store::open(&db.url, key()).await.unwrap();
+        let day = 86_400;
+        for (serial, tenant, not_after) in [
+            ("a1", "a", NOW + 5 * day),
+            ("a2", "a", NOW + 60 * day),
+            ("a3", "a", NOW - day),
+            ("b1", "b", NOW + 20 * day),
+            // The server's own certificates are not counted in the fleet's.
+            ("s1", "system", NOW + 3 * day),
+        ] {
+            store
+                .apply(issue_change(certificate(
+                    serial,
+                    serial,
+                    tenant,
+                    not_after,
+                    &[],
+                )))
+                .await
+                .unwrap();
+        }
+        let fleet = store.certificate_counts(NOW, None).await.unwrap();
+        assert_eq!((fleet.active, fleet.expired, fleet.revoked), (3, 1, 0));
+        assert_eq!(
+            fleet.expiring_within_days,
+            [(1, 0), (7, 1), (14, 1), (30, 2)]
+        );
+        let a = store.certificate_counts(NOW, Some("a")).await.unwrap();
+        assert_eq!((a.active, a.expired), (2, 1));
+        assert_eq!(a.expiring_within_days, [(1, 0), (7, 1), (14, 1), (30, 1)]);
+        let b = store.certificate_counts(NOW, Some("b")).await.unwrap();
+        assert_eq!((b.active, b.expired), (1, 0));
+        assert_eq!(b.expiring_within_days, [(1, 0), (7, 0), (14, 0), (30, 1)]);
+
+        let scan = |tenant: &str, endpoint: &str, valid: bool| {
+            ObserveWrite::Scan(ScanRecord {
+                tenant: tenant.into(),
+                endpoint: endpoint.into(),
+                server_name: String::new(),
+                scanned_at: NOW,
+                scanner: "tester".into(),
+                fingerprint_sha256: None,
+                serial: None,
+                not_after: None,
+                findings: Vec::new(),
+                valid,
+                error: None,
+            })
+        };
+        // Denials by a token of tenant a, by one of tenant b, and by an untenanted one.
+        let token = |id: &str, tenant: Option<&str>| NewToken {
+            id: id.into(),
+            name: id.into(),
+            role: "issuer".into(),
+            tenant: tenant.map(str::to_string),
+            secret_sha256: "00".repeat(32),
+            created_by: "admin".into(),
+            expires_at: None,
+        };
+        let denial = |actor: &str| AuditEvent {
+            actor: actor.into(),
+            action: "certificate.issue".into(),
+            object: "x".into(),
+            outcome: Outcome::Denied,
+            detail: serde_json::json!({}),
+        };
+        store
+            .apply(Change {
+                observe: vec![
+                    scan("a", "1.example:443", true),
+                    scan("a", "2.example:443", false),
+                    scan("b", "3.example:443", true),
+                ],
+                tokens: vec![
+                    token("ta", Some("a")),
+                    token("tb", Some("b")),
+                    token("admin", None),
+                ],
+                audit: vec![denial("ta"), denial("ta"), denial("tb"), denial("admin")],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        let targets = store.target_counts(NOW, None).await.unwrap();
+        assert_eq!((targets.scanned_valid, targets.scanned_invalid), (2, 1));
+        let targets = store.target_counts(NOW, Some("a")).await.unwrap();
+        assert_eq!((targets.scanned_valid, targets.scanned_invalid), (1, 1));
+        let targets = store.target_counts(NOW, Some("c")).await.unwrap();
+        assert_eq!((targets.scanned_valid, targets.scanned_invalid), (0, 0));
+        assert_eq!(store.audit_denials_since(0, None).await.unwrap(), 4);
+        assert_eq!(store.audit_denials_since(0, Some("a")).await.unwrap(), 2);
+        assert_eq!(store.audit_denials_since(0, Some("b")).await.unwrap(), 1);
     }
 );
