@@ -356,4 +356,38 @@ severities = ["page"]
     assert_eq!(status, 403);
     let (status, _, _) = server.get("/api/v1/alerts", Some(&auditor)).await;
     assert_eq!(status, 200);
+
+    // A restart forgets nothing: the groups told already are not told again once the alerts
+    // are evaluated anew (well past the group wait).
+    let token = server.token.clone();
+    let mut server = server;
+    server.stop();
+    let mut restarted = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    restarted.token = token;
+    wait_for_alerts(&restarted, "web").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(accepted(&received, "hook", "web").len(), 1);
+    assert_eq!(accepted(&received, "hook", "db").len(), 1);
+}
+
+/// Waits until the restarted server's first evaluations show `owner`'s alerts again.
+async fn wait_for_alerts(server: &TestServer, owner: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, alerts, _) = server.get("/api/v1/alerts", Some(server.token())).await;
+        if alerts
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["labels"]["owner"] == owner))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {owner} alerts after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -152,6 +152,14 @@ async fn metrics_report_what_was_arranged_and_need_a_token() {
             "certkeeper_key_uses_total{key=\"issuing\",principal=\"crl\"}"
         ) >= 1.0
     );
+    // The OCSP responder certificate the first start signed with the issuing key.
+    assert_eq!(
+        sample(
+            &text,
+            "certkeeper_key_uses_total{key=\"issuing\",principal=\"ocsp\"}"
+        ),
+        1.0
+    );
     for reason in ["unexpected_principal", "rate"] {
         assert_eq!(
             sample(

@@ -125,7 +125,7 @@ pub struct Notification {
     pub alerts: Vec<Alert>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct GroupState {
     notified: BTreeMap<String, Alert>,
     /// Notified alerts that stopped firing while others went on: sent with the group's
@@ -134,6 +134,13 @@ struct GroupState {
     last_sent: Option<i64>,
     /// When a group not yet notified first had an alert (for `group_wait`).
     pending_since: Option<i64>,
+}
+
+/// What a [`Notifier`] remembers of each group (what it was told, and since when), to keep
+/// across restarts so that a restarted server does not notify the same groups again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifierMemory {
+    groups: BTreeMap<String, GroupState>,
 }
 
 /// Groups alerts and remembers what each group was told.
@@ -156,6 +163,18 @@ impl Notifier {
             repeat_interval: repeat_interval.max(1),
             groups: BTreeMap::new(),
         }
+    }
+
+    /// What it remembers now.
+    pub fn memory(&self) -> NotifierMemory {
+        NotifierMemory {
+            groups: self.groups.clone(),
+        }
+    }
+
+    /// Takes up what an earlier notifier remembered (replacing what this one does).
+    pub fn restore(&mut self, memory: NotifierMemory) {
+        self.groups = memory.groups;
     }
 
     fn group_of(&self, alert: &Alert) -> (String, BTreeMap<String, String>) {
@@ -301,6 +320,31 @@ mod tests {
             starts_at,
             ends_at,
         }
+    }
+
+    #[test]
+    fn a_restored_notifier_remembers_what_was_sent_and_what_to_resolve() {
+        let mut first = Notifier::new(vec!["owner".into()], 0, 3600);
+        let firing = [alert("Expiring", "a", "web"), alert("Expiring", "b", "web")];
+        assert_eq!(first.evaluate(&firing, &[], 0).len(), 1);
+        // Only "a" goes on: "b" stopped, to be listed when the group resolves.
+        assert!(first.evaluate(&firing[..1], &[], 10).is_empty());
+        let kept = serde_json::to_string(&first.memory()).unwrap();
+
+        let mut second = Notifier::new(vec!["owner".into()], 0, 3600);
+        second.restore(serde_json::from_str(&kept).unwrap());
+        assert_eq!(second.memory(), first.memory());
+        // Nothing new is sent for what the first one sent, until the repeat interval.
+        assert!(second.evaluate(&firing[..1], &[], 20).is_empty());
+        assert_eq!(second.evaluate(&firing[..1], &[], 3600).len(), 1);
+        // The resolution lists both alerts that stopped.
+        let resolved = second.evaluate(&[], &[], 3610);
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].status, NotificationStatus::Resolved);
+        assert_eq!(resolved[0].alerts.len(), 2);
+        // A fresh notifier, by contrast, would notify at once.
+        let mut fresh = Notifier::new(vec!["owner".into()], 0, 3600);
+        assert_eq!(fresh.evaluate(&firing[..1], &[], 20).len(), 1);
     }
 
     #[test]

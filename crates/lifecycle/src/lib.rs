@@ -14,7 +14,8 @@ mod rollout;
 mod spec;
 
 pub use alerts::{
-    Alert, Notification, NotificationStatus, Notifier, Severity, Silence, silenced_by,
+    Alert, Notification, NotificationStatus, Notifier, NotifierMemory, Severity, Silence,
+    silenced_by,
 };
 pub use backoff::{Backoff, IssuerChoice, choose_issuer};
 pub use error::LifecycleError;

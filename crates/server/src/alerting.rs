@@ -14,15 +14,17 @@
 //! - `CrlStale` (page): a CRL not rebuilt for two refresh periods, or past its nextUpdate.
 //! - `OcspStale` (page): a cached OCSP response is past its nextUpdate.
 //!
-//! What the notifier remembers lives in memory: a restarted server notifies firing groups
-//! once more.
+//! What the notifier remembers (which groups were told what, and when) is kept in the
+//! database after every evaluation that changes it, and taken up again at the first
+//! evaluation after a start, so a restarted server does not notify the same groups again.
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 use std::time::Duration;
 
 use certkeeper_lifecycle::{
-    Alert, Notification, NotificationStatus, Notifier, Severity, Silence, silenced_by,
+    Alert, Notification, NotificationStatus, Notifier, NotifierMemory, Severity, Silence,
+    silenced_by,
 };
 use serde::Serialize;
 
@@ -32,6 +34,10 @@ use crate::issuance::rfc3339;
 
 /// Most failing managed certificates one evaluation looks at (bounded work per interval).
 const MAX_FAILING_EVALUATED: i64 = 100_000;
+/// The setting that keeps the notifier's memory between restarts.
+const NOTIFIER_MEMORY_SETTING: &str = "alerting.notifier_memory";
+/// A larger memory is not kept (a restart would then notify firing groups once more).
+const MAX_KEPT_MEMORY_BYTES: usize = 8 * 1024 * 1024;
 
 /// An alert as last evaluated, with the silence holding it back.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -43,10 +49,19 @@ pub struct FiringAlert {
     pub silenced_by: Option<String>,
 }
 
+/// The notifier, and what of its memory the database holds.
+struct KeptNotifier {
+    notifier: Notifier,
+    /// Whether the memory kept by an earlier run was taken up.
+    restored: bool,
+    /// The memory as last written (to write only changes).
+    kept: Option<String>,
+}
+
 /// The alerting state of this process.
 pub struct AlertEngine {
     settings: AlertingSection,
-    notifier: tokio::sync::Mutex<Notifier>,
+    notifier: tokio::sync::Mutex<KeptNotifier>,
     latest: RwLock<Vec<FiringAlert>>,
     http: reqwest::Client,
 }
@@ -74,7 +89,11 @@ impl AlertEngine {
             })?;
         Ok(AlertEngine {
             settings,
-            notifier: tokio::sync::Mutex::new(notifier),
+            notifier: tokio::sync::Mutex::new(KeptNotifier {
+                notifier,
+                restored: false,
+                kept: None,
+            }),
             latest: RwLock::new(Vec::new()),
             http,
         })
@@ -115,7 +134,11 @@ impl AlertEngine {
         if let Ok(mut latest) = self.latest.write() {
             *latest = snapshot;
         }
-        let notifications = self.notifier.lock().await.evaluate(&firing, &silences, now);
+        let mut kept = self.notifier.lock().await;
+        if !kept.restored {
+            restore(&mut kept, state).await?;
+        }
+        let notifications = kept.notifier.evaluate(&firing, &silences, now);
         for notification in &notifications {
             for receiver in &self.settings.receivers {
                 if receiver.severities.contains(&notification.severity) {
@@ -129,7 +152,63 @@ impl AlertEngine {
                 }
             }
         }
+        // Kept after the deliveries started: a crash in between notifies again rather than
+        // not at all.
+        keep(&mut kept, state).await;
         Ok(notifications)
+    }
+}
+
+/// Takes up the memory an earlier run kept. An unreadable one is dropped with a warning; a
+/// database error leaves it for the next evaluation.
+async fn restore(kept: &mut KeptNotifier, state: &SharedState) -> Result<(), String> {
+    let json = state
+        .store
+        .setting(NOTIFIER_MEMORY_SETTING)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(json) = json {
+        match serde_json::from_str::<NotifierMemory>(&json) {
+            Ok(memory) => {
+                kept.notifier.restore(memory);
+                kept.kept = Some(json);
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                "the kept alert notification memory is unreadable; starting afresh"
+            ),
+        }
+    }
+    kept.restored = true;
+    Ok(())
+}
+
+/// Writes the notifier's memory when it changed.
+async fn keep(kept: &mut KeptNotifier, state: &SharedState) {
+    let memory = match serde_json::to_string(&kept.notifier.memory()) {
+        Ok(memory) => memory,
+        Err(error) => {
+            tracing::warn!(%error, "cannot encode the alert notification memory");
+            return;
+        }
+    };
+    if kept.kept.as_ref() == Some(&memory) {
+        return;
+    }
+    if memory.len() > MAX_KEPT_MEMORY_BYTES {
+        tracing::warn!(
+            bytes = memory.len(),
+            "the alert notification memory is too large to keep; a restart will notify firing groups again"
+        );
+        return;
+    }
+    let change = certkeeper_store::Change {
+        settings: vec![(NOTIFIER_MEMORY_SETTING.to_string(), memory.clone())],
+        ..certkeeper_store::Change::default()
+    };
+    match state.store.apply(change).await {
+        Ok(_) => kept.kept = Some(memory),
+        Err(error) => tracing::warn!(%error, "could not keep the alert notification memory"),
     }
 }
 

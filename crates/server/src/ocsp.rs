@@ -61,6 +61,8 @@ pub struct OcspService {
     generation: AtomicU64,
     /// Responses signed with the responder key since start (key use, for `/metrics`).
     signatures: AtomicU64,
+    /// Whether starting signed a new responder certificate with the issuing key.
+    issued_at_start: bool,
 }
 
 /// See [`OcspService::freshness`].
@@ -87,7 +89,7 @@ pub enum OcspReply {
 impl OcspService {
     /// Loads or issues the responder certificate under `<data_dir>/ocsp`.
     pub async fn start(data_dir: &Path, ca: &LoadedCa, store: &Store) -> Result<Self, ServerError> {
-        let responder = ensure_responder(data_dir, ca, store).await?;
+        let (responder, issued_at_start) = ensure_responder(data_dir, ca, store).await?;
         Ok(OcspService {
             responder: RwLock::new(Arc::new(responder)),
             issuer: IssuerHashes::of(ca.issuer.certificate_der())?,
@@ -95,17 +97,25 @@ impl OcspService {
             cache: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
             signatures: AtomicU64::new(0),
+            issued_at_start,
         })
     }
 
-    /// Replaces the responder certificate when it nears its end.
+    /// Whether starting signed a new responder certificate with the issuing key (a key use
+    /// to count once metrics exist).
+    pub fn issued_at_start(&self) -> bool {
+        self.issued_at_start
+    }
+
+    /// Replaces the responder certificate when it nears its end; true when the issuing key
+    /// signed a new one.
     pub async fn rotate_if_due(
         &self,
         data_dir: &Path,
         ca: &LoadedCa,
         store: &Store,
-    ) -> Result<(), ServerError> {
-        let fresh = ensure_responder(data_dir, ca, store).await?;
+    ) -> Result<bool, ServerError> {
+        let (fresh, issued) = ensure_responder(data_dir, ca, store).await?;
         let changed = self
             .responder
             .read()
@@ -120,7 +130,7 @@ impl OcspService {
                 cache.clear();
             }
         }
-        Ok(())
+        Ok(issued)
     }
 
     /// After a revocation has committed: re-signs, at once, every cached answer about `serial`,
@@ -337,12 +347,13 @@ impl OcspService {
 }
 
 /// Loads the responder from `<data_dir>/ocsp`, or issues a new one when it is missing,
-/// belongs to another CA, or has less than a third of its life left.
+/// belongs to another CA, or has less than a third of its life left (then `true`: the
+/// issuing key signed it).
 async fn ensure_responder(
     data_dir: &Path,
     ca: &LoadedCa,
     store: &Store,
-) -> Result<OcspResponder, ServerError> {
+) -> Result<(OcspResponder, bool), ServerError> {
     let cert_path = data_dir.join("ocsp/responder.crt");
     let key_path = data_dir.join("ocsp/responder.key");
     let now = OffsetDateTime::now_utc()
@@ -363,7 +374,7 @@ async fn ensure_responder(
             && let Ok(key) = SoftwareKey::from_pem(&key_pem)
             && let Ok(responder) = OcspResponder::new(der, Arc::new(key))
         {
-            return Ok(responder);
+            return Ok((responder, false));
         }
     }
     let key = SoftwareKey::generate(KeyAlgorithm::EcdsaP256)?;
@@ -385,7 +396,7 @@ async fn ensure_responder(
     write_atomic(&key_path, key.pkcs8_pem().as_bytes(), PRIVATE)?;
     write_atomic(&cert_path, to_pem("CERTIFICATE", &der).as_bytes(), PUBLIC)?;
     let signer: Arc<dyn Signer> = Arc::new(key);
-    Ok(OcspResponder::new(der, signer)?)
+    Ok((OcspResponder::new(der, signer)?, true))
 }
 
 /// Refusal for a request body that could not be read (too large, cut off).

@@ -141,6 +141,9 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
         metrics_settings: config.metrics.clone(),
         alerts: Arc::new(crate::alerting::AlertEngine::new(config.alerting.clone())?),
     });
+    if state.ocsp.issued_at_start() {
+        state.metrics.key_use("issuing", "ocsp");
+    }
     state.crls.rebuild(&state).await?;
     let crl_task = crate::crl::spawn(state.clone());
     let rotation_state = state.clone();
@@ -151,10 +154,15 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServerError> {
             tokio::time::sleep(Duration::from_secs(600)).await;
             let s = &rotation_state;
             s.ocsp.refresh_due(&s.store).await;
-            if round % 6 == 0
-                && let Err(error) = s.ocsp.rotate_if_due(&s.data_dir, &s.ca, &s.store).await
-            {
-                tracing::error!(%error, "OCSP responder rotation failed; keeping the current one");
+            if round % 6 == 0 {
+                match s.ocsp.rotate_if_due(&s.data_dir, &s.ca, &s.store).await {
+                    Ok(true) => s.metrics.key_use("issuing", "ocsp"),
+                    Ok(false) => {}
+                    Err(error) => tracing::error!(
+                        %error,
+                        "OCSP responder rotation failed; keeping the current one"
+                    ),
+                }
             }
         }
     });
