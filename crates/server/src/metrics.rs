@@ -428,7 +428,21 @@ pub async fn render(state: &SharedState, tenant: Option<&str>) -> Result<String,
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut registry = Registry::default();
 
-    let counts = state.store.certificate_counts(now, None).await?;
+    // The database's figures, read concurrently on the pool's connections: the scrape takes
+    // about as long as its slowest count, not the sum of them.
+    let limit = state.metrics_settings.managed_certificate_series;
+    let store = &state.store;
+    let (counts, managed, agents, rollouts, partial, targets, findings, soonest) = tokio::try_join!(
+        store.certificate_counts(now, None),
+        store.group_counts(Grouping::ManagedByState),
+        store.group_counts(Grouping::AgentsByStatus),
+        store.group_counts(Grouping::RolloutsByState),
+        store.partial_rollouts(),
+        store.target_counts(now, None),
+        store.scan_finding_counts(),
+        store.soonest_managed(tenant, i64::try_from(limit).unwrap_or(i64::MAX)),
+    )?;
+
     gauge_family(
         &mut registry,
         "certkeeper_certificates",
@@ -453,27 +467,26 @@ pub async fn render(state: &SharedState, tenant: Option<&str>) -> Result<String,
             )
         }),
     );
-    for (grouping, name, help, states) in [
+    for (counts, name, help, states) in [
         (
-            Grouping::ManagedByState,
+            managed,
             "certkeeper_managed_certificates",
             "Managed certificates by state (pending, ready, failing)",
             &["pending", "ready", "failing"][..],
         ),
         (
-            Grouping::AgentsByStatus,
+            agents,
             "certkeeper_agents",
             "Enrolled agents by status (active, revoked)",
             &["active", "revoked"][..],
         ),
         (
-            Grouping::RolloutsByState,
+            rollouts,
             "certkeeper_rollouts",
             "Rollouts by state",
             &["running", "paused", "halted", "aborted", "completed"][..],
         ),
     ] {
-        let counts = state.store.group_counts(grouping).await?;
         // Every known state is reported, zero included, so a series never disappears.
         gauge_family(
             &mut registry,
@@ -489,7 +502,7 @@ pub async fn render(state: &SharedState, tenant: Option<&str>) -> Result<String,
         &mut registry,
         "certkeeper_rollouts_partial",
         "Paused or halted rollouts that left agents on mixed certificates (M5)",
-        state.store.partial_rollouts().await?,
+        partial,
     );
     let ca_expiry = Family::<CaLabel, Gauge>::default();
     for (ca, der) in [
@@ -559,7 +572,6 @@ pub async fn render(state: &SharedState, tenant: Option<&str>) -> Result<String,
         crl_next,
     );
 
-    let targets = state.store.target_counts(now, None).await?;
     gauge_family(
         &mut registry,
         "certkeeper_targets",
@@ -580,7 +592,6 @@ pub async fn render(state: &SharedState, tenant: Option<&str>) -> Result<String,
             )
         }),
     );
-    let findings = state.store.scan_finding_counts().await?;
     gauge_family(
         &mut registry,
         "certkeeper_scan_findings",
@@ -599,11 +610,6 @@ pub async fn render(state: &SharedState, tenant: Option<&str>) -> Result<String,
         }),
     );
 
-    let limit = state.metrics_settings.managed_certificate_series;
-    let soonest = state
-        .store
-        .soonest_managed(tenant, i64::try_from(limit).unwrap_or(i64::MAX))
-        .await?;
     let (expiry, ready) = (
         Family::<ManagedLabels, Gauge>::default(),
         Family::<ManagedLabels, Gauge>::default(),

@@ -217,43 +217,43 @@ impl Store {
         tenant: Option<&str>,
     ) -> Result<CertificateCounts, StoreError> {
         const DAYS: [i64; 4] = [1, 7, 14, 30];
-        let count = |scope: &str| {
-            format!(
-                "SELECT \
-                   (SELECT COUNT(*) {scope} status = 'revoked') AS revoked, \
-                   (SELECT COUNT(*) {scope} status = 'active' AND not_after < $1) AS expired, \
-                   (SELECT COUNT(*) {scope} status = 'active' AND not_after >= $1) AS active, \
-                   (SELECT COUNT(*) {scope} status = 'active' AND not_after >= $1 AND not_after < $2) AS d1, \
-                   (SELECT COUNT(*) {scope} status = 'active' AND not_after >= $1 AND not_after < $3) AS d7, \
-                   (SELECT COUNT(*) {scope} status = 'active' AND not_after >= $1 AND not_after < $4) AS d14, \
-                   (SELECT COUNT(*) {scope} status = 'active' AND not_after >= $1 AND not_after < $5) AS d30"
-            )
+        let bounds = [
+            now,
+            now + DAYS[0] * 86_400,
+            now + DAYS[1] * 86_400,
+            now + DAYS[2] * 86_400,
+            now + DAYS[3] * 86_400,
+        ];
+        // (tenant counted, sign): the fleet less the system tenant, or one tenant.
+        let scopes: &[(Option<&str>, i64)] = match tenant {
+            Some(tenant) => &[(Some(tenant), 1)],
+            None => &[(None, 1), (Some("system"), -1)],
         };
         let mut totals = [0i64; 7];
-        let scopes: &[(&str, i64)] = match tenant {
-            Some(_) => &[("FROM certificates WHERE tenant = $6 AND", 1)],
-            None => &[
-                ("FROM certificates WHERE", 1),
-                ("FROM certificates WHERE tenant = 'system' AND", -1),
-            ],
-        };
         for (scope, sign) in scopes {
-            let sql = count(scope);
-            let mut query = sqlx::query(&sql)
-                .bind(now)
-                .bind(now + DAYS[0] * 86_400)
-                .bind(now + DAYS[1] * 86_400)
-                .bind(now + DAYS[2] * 86_400)
-                .bind(now + DAYS[3] * 86_400);
-            if let Some(tenant) = tenant {
-                query = query.bind(tenant);
-            }
-            let row = query.fetch_one(self.pool()).await?;
-            for (total, column) in totals
-                .iter_mut()
-                .zip(["revoked", "expired", "active", "d1", "d7", "d14", "d30"])
-            {
-                *total += sign * row.try_get::<i64, _>(column)?;
+            // The statuses and the expiry windows are two index passes; run side by side on
+            // two connections they take the time of the longer.
+            let (statuses, windows) = tokio::try_join!(
+                self.count_columns(
+                    "(SELECT COUNT(*) {scope} status = 'revoked') AS c0, \
+                     (SELECT COUNT(*) {scope} status = 'active' AND not_after < $1) AS c1, \
+                     (SELECT COUNT(*) {scope} status = 'active' AND not_after >= $1) AS c2",
+                    &bounds[..1],
+                    *scope,
+                    3,
+                ),
+                self.count_columns(
+                    "(SELECT COUNT(*) {scope} status = 'active' AND not_after >= $1 AND not_after < $2) AS c0, \
+                     (SELECT COUNT(*) {scope} status = 'active' AND not_after >= $1 AND not_after < $3) AS c1, \
+                     (SELECT COUNT(*) {scope} status = 'active' AND not_after >= $1 AND not_after < $4) AS c2, \
+                     (SELECT COUNT(*) {scope} status = 'active' AND not_after >= $1 AND not_after < $5) AS c3",
+                    &bounds,
+                    *scope,
+                    4,
+                ),
+            )?;
+            for (total, n) in totals.iter_mut().zip(statuses.into_iter().chain(windows)) {
+                *total += sign * n;
             }
         }
         let [revoked, expired, active, d1, d7, d14, d30] = totals;
@@ -263,5 +263,33 @@ impl Store {
             revoked,
             expiring_within_days: [(DAYS[0], d1), (DAYS[1], d7), (DAYS[2], d14), (DAYS[3], d30)],
         })
+    }
+
+    /// Runs `SELECT <columns>` where each column is a count named `c0`, `c1`, ...; `{scope}`
+    /// becomes `FROM certificates WHERE` (with `tenant = $n AND` for a tenant, `$n` after the
+    /// `bounds`).
+    async fn count_columns(
+        &self,
+        columns: &str,
+        bounds: &[i64],
+        tenant: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<i64>, StoreError> {
+        let scope = match tenant {
+            Some(_) => format!("FROM certificates WHERE tenant = ${} AND", bounds.len() + 1),
+            None => "FROM certificates WHERE".to_string(),
+        };
+        let sql = format!("SELECT {}", columns.replace("{scope}", &scope));
+        let mut query = sqlx::query(&sql);
+        for bound in bounds {
+            query = query.bind(*bound);
+        }
+        if let Some(tenant) = tenant {
+            query = query.bind(tenant);
+        }
+        let row = query.fetch_one(self.pool()).await?;
+        (0..n)
+            .map(|i| Ok(row.try_get::<i64, _>(format!("c{i}").as_str())?))
+            .collect()
     }
 }
