@@ -234,6 +234,42 @@ async fn metrics_report_what_was_arranged_and_need_a_token() {
     for serial in &serials {
         assert!(!text.contains(serial.as_str()), "{serial} in the metrics");
     }
+    // A tenant's token: its own certificates and managed certificates, not the fleet's.
+    let (_, blue) = server.create_token("issuer", Some("blue")).await;
+    let (status, _, body) = server
+        .post(
+            "/api/v1/certificates",
+            Some(&blue),
+            &serde_json::json!({"profile": "tls-server", "sans": ["blue.example.com"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let blue_text = server
+        .client
+        .get(server.url("/metrics"))
+        .bearer_auth(&blue)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        sample(&blue_text, "certkeeper_certificates{state=\"active\"}"),
+        1.0
+    );
+    assert!(
+        sample(&text, "certkeeper_certificates{state=\"active\"}") > 1.0,
+        "the fleet has more"
+    );
+    assert!(
+        !blue_text.contains("certkeeper_managed_certificate_ready{"),
+        "blue has no managed certificates"
+    );
+    assert!(
+        !blue_text.contains("certkeeper_alerts{"),
+        "the alerts are about the default tenant"
+    );
 }
 
 /// Asks Prometheus for an instant query until it has a result (60 s at most).

@@ -41,7 +41,7 @@ pub use ocsp::{
     ocsp_refusal, read_ocsp_request,
 };
 pub use ocsp_check::{
-    MAX_OCSP_RESPONSE_BYTES, OcspVerdict, build_ocsp_check_request, find_issuer,
+    MAX_OCSP_RESPONSE_BYTES, OcspVerdict, build_ocsp_check_request, find_issuers,
     ocsp_responder_urls, read_ocsp_answer,
 };
 pub use pkcs12::build_pkcs12;

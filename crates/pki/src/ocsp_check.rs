@@ -14,9 +14,8 @@ use x509_parser::oid_registry::OID_PKIX_ACCESS_DESCRIPTOR_OCSP;
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
 
 use crate::PkiError;
-use crate::ocsp::{CertIdHash, IssuerHashes};
+use crate::ocsp::{CertIdHash, IssuerHashes, OID_SHA1};
 
-const OID_SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
 /// id-pkix-ocsp-basic, the only response type RFC 6960 requires.
 const OID_OCSP_BASIC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.1");
 
@@ -25,6 +24,10 @@ pub const MAX_OCSP_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Leeway for the clocks of responder and relying party, in seconds.
 const CLOCK_SKEW_SECONDS: i64 = 300;
+
+/// Oldest answer believed when it names no nextUpdate (RFC 6960 4.2.2.1: "newer information
+/// is available all the time"; without a bound a captured answer could be replayed forever).
+const MAX_AGE_WITHOUT_NEXT_UPDATE_SECONDS: i64 = 86_400;
 
 /// What a verified OCSP answer says about the certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,19 +67,29 @@ pub fn ocsp_responder_urls(certificate_der: &[u8]) -> Vec<String> {
     urls
 }
 
-/// Among `candidates` (DER), the certificate that issued `certificate_der`: its subject is the
-/// certificate's issuer and its key verifies the certificate's signature.
-pub fn find_issuer<'a>(
+/// Among `candidates` (DER), every distinct certificate that could have issued
+/// `certificate_der` (its subject is the certificate's issuer and its key verifies the
+/// certificate's signature), in the order given. More than one can match — a look-alike with
+/// the same key encoded differently, say — so a caller asks with each until an answer
+/// verifies, putting the candidates it trusts first.
+pub fn find_issuers<'a>(
     certificate_der: &[u8],
     candidates: impl IntoIterator<Item = &'a [u8]>,
-) -> Option<&'a [u8]> {
-    let (_, cert) = X509Certificate::from_der(certificate_der).ok()?;
-    candidates.into_iter().find(|candidate| {
-        X509Certificate::from_der(candidate).is_ok_and(|(_, issuer)| {
+) -> Vec<&'a [u8]> {
+    let Ok((_, cert)) = X509Certificate::from_der(certificate_der) else {
+        return Vec::new();
+    };
+    let mut found: Vec<&'a [u8]> = Vec::new();
+    for candidate in candidates {
+        let issues_it = X509Certificate::from_der(candidate).is_ok_and(|(_, issuer)| {
             issuer.subject().as_raw() == cert.issuer().as_raw()
                 && cert.verify_signature(Some(issuer.public_key())).is_ok()
-        })
-    })
+        });
+        if issues_it && !found.contains(&candidate) {
+            found.push(candidate);
+        }
+    }
+    found
 }
 
 /// An unsigned OCSP request about one certificate, without a nonce (RFC 5019: SHA-1 CertID,
@@ -122,7 +135,8 @@ fn cert_id(certificate_der: &[u8], issuer_der: &[u8]) -> Result<CertId, PkiError
 /// verdict once it has passed every check: a successful basic response, signed by the issuer
 /// or by a responder certificate the issuer signed for OCSP signing and valid at `now`, with
 /// an answer for this certificate whose thisUpdate is not in the future and whose nextUpdate
-/// has not passed (`now` in Unix seconds; five minutes of leeway either way).
+/// has not passed — or, without a nextUpdate, whose thisUpdate is less than a day old (`now`
+/// in Unix seconds; five minutes of leeway either way).
 pub fn read_ocsp_answer(
     response_der: &[u8],
     certificate_der: &[u8],
@@ -186,22 +200,31 @@ pub fn read_ocsp_answer(
         return Err(unusable("the signature does not verify".into()));
     }
 
-    let wanted = cert_id(certificate_der, issuer_der)?;
+    let serial = x509_cert::Certificate::from_der(certificate_der)
+        .map_err(|e| PkiError::MalformedCertificate(e.to_string()))?
+        .tbs_certificate
+        .serial_number;
     let hashes = IssuerHashes::of(issuer_der)?;
     let single = basic
         .tbs_response_data
         .responses
         .iter()
-        .find(|single| answers_for(single, &wanted, &hashes))
+        .find(|single| answers_for(single, &serial, &hashes))
         .ok_or_else(|| unusable("it holds no answer about this certificate".into()))?;
     let this_update = unix_seconds(&single.this_update);
     if this_update > now + CLOCK_SKEW_SECONDS {
         return Err(unusable("its thisUpdate is in the future".into()));
     }
-    if let Some(next_update) = &single.next_update
-        && unix_seconds(next_update) < now - CLOCK_SKEW_SECONDS
-    {
-        return Err(unusable("it is stale: its nextUpdate has passed".into()));
+    match &single.next_update {
+        Some(next_update) if unix_seconds(next_update) < now - CLOCK_SKEW_SECONDS => {
+            return Err(unusable("it is stale: its nextUpdate has passed".into()));
+        }
+        None if this_update < now - MAX_AGE_WITHOUT_NEXT_UPDATE_SECONDS - CLOCK_SKEW_SECONDS => {
+            return Err(unusable(
+                "it is stale: it names no nextUpdate and its thisUpdate is over a day old".into(),
+            ));
+        }
+        _ => {}
     }
     Ok(match &single.cert_status {
         CertStatus::Good(_) => OcspVerdict::Good,
@@ -277,12 +300,16 @@ fn verifies(spki_der: &[u8], algorithm_der: &[u8], signature: &[u8], data: &[u8]
     x509_parser::verify::verify_signature(&spki, &algorithm, &signature, data).is_ok()
 }
 
-fn answers_for(single: &SingleResponse, wanted: &CertId, issuer: &IssuerHashes) -> bool {
+fn answers_for(
+    single: &SingleResponse,
+    serial: &x509_cert::serial_number::SerialNumber,
+    issuer: &IssuerHashes,
+) -> bool {
     let id = &single.cert_id;
     let Some(hash) = CertIdHash::of_oid(id.hash_algorithm.oid) else {
         return false;
     };
-    id.serial_number == wanted.serial_number
+    id.serial_number == *serial
         && issuer.matches(
             hash,
             id.issuer_name_hash.as_bytes(),

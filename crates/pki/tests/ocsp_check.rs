@@ -260,7 +260,8 @@ fn tampered_stale_future_and_misdirected_answers_are_refused() {
     // Revoked turned into good: any change to the signed part breaks the signature.
     let response = answer(&ca, &responder, &leaf, OcspStatus::Good, t, t + 3600);
     let mut tampered = response.clone();
-    // The thisUpdate of the single response: flip one digit of the year's last character.
+    // The first copy of the time (producedAt, equal to thisUpdate here): flip a digit of the
+    // year.
     let d = OffsetDateTime::from_unix_timestamp(t).unwrap();
     let stamp = format!(
         "{:04}{:02}{:02}{:02}{:02}{:02}Z",
@@ -312,11 +313,146 @@ fn responder_urls_and_the_issuer_are_found() {
     assert!(ocsp_responder_urls(b"not a certificate").is_empty());
     let other = self::ca("B");
     let candidates = [other.issuer_der(), ca.root_der.as_slice(), ca.issuer_der()];
-    assert_eq!(find_issuer(&leaf, candidates), Some(ca.issuer_der()));
-    assert_eq!(find_issuer(&leaf, [ca.root_der.as_slice()]), None);
+    assert_eq!(find_issuers(&leaf, candidates), vec![ca.issuer_der()]);
+    assert!(find_issuers(&leaf, [ca.root_der.as_slice()]).is_empty());
     // Same subject name, different key: not the issuer.
     let impostor = self::ca("A");
-    assert_eq!(find_issuer(&leaf, [impostor.issuer_der()]), None);
+    assert!(find_issuers(&leaf, [impostor.issuer_der()]).is_empty());
+    // The same certificate twice is one candidate.
+    assert_eq!(
+        find_issuers(&leaf, [ca.issuer_der(), ca.issuer_der()]),
+        vec![ca.issuer_der()]
+    );
+}
+
+/// The issuer's public key in compressed form, to make a look-alike issuer certificate.
+struct CompressedKey(Vec<u8>);
+
+impl rcgen::PublicKeyData for CompressedKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P384_SHA384
+    }
+}
+
+#[test]
+fn a_served_look_alike_issuer_cannot_hide_the_answer() {
+    use x509_parser::prelude::FromDer;
+    let ca = ca("A");
+    let (leaf, _) = ca.leaf("www.example.com");
+    // Same subject, same key written compressed, signed by anybody: it verifies the leaf's
+    // signature, but an OCSP request built from it names another issuer key hash.
+    let (_, real) = x509_parser::certificate::X509Certificate::from_der(ca.issuer_der()).unwrap();
+    let point = real.public_key().subject_public_key.data.to_vec();
+    assert_eq!(point[0], 0x04, "an uncompressed P-384 point");
+    let x = &point[1..49];
+    let y_is_odd = point[96] & 1 == 1;
+    let mut compressed = vec![if y_is_odd { 0x03 } else { 0x02 }];
+    compressed.extend_from_slice(x);
+    let mut params = rcgen::CertificateParams::default();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "certkeeper tests");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "A Intermediate");
+    let anybody = rcgen::KeyPair::generate().unwrap();
+    let issuer = rcgen::Issuer::new(params.clone(), anybody);
+    let look_alike = params
+        .signed_by(&CompressedKey(compressed), &issuer)
+        .unwrap()
+        .der()
+        .to_vec();
+    let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(&look_alike).unwrap();
+    assert_eq!(parsed.subject().as_raw(), real.subject().as_raw());
+    assert_ne!(
+        build_ocsp_check_request(&leaf, &look_alike).unwrap(),
+        build_ocsp_check_request(&leaf, ca.issuer_der()).unwrap()
+    );
+
+    let t = now();
+    let responder = ca.responder(-1, 30);
+    let revoked = answer(
+        &ca,
+        &responder,
+        &leaf,
+        OcspStatus::Revoked {
+            at: t - 60,
+            reason: RevocationReason::KeyCompromise,
+        },
+        t,
+        t + 3600,
+    );
+    // Given first, the look-alike is tried first; asking with each issuer in turn still
+    // reaches the verified answer.
+    let issuers = find_issuers(&leaf, [look_alike.as_slice(), ca.issuer_der()]);
+    assert_eq!(issuers.last(), Some(&ca.issuer_der()));
+    let verdicts: Vec<_> = issuers
+        .iter()
+        .map(|issuer| read_ocsp_answer(&revoked, &leaf, issuer, t))
+        .collect();
+    // aws-lc reads the compressed key too: the look-alike does match, and comes first.
+    assert_eq!(issuers.len(), 2, "the look-alike matches");
+    assert!(verdicts[0].is_err(), "{verdicts:?}");
+    assert!(
+        matches!(verdicts.last(), Some(Ok(OcspVerdict::Revoked { .. }))),
+        "{verdicts:?}"
+    );
+}
+
+#[test]
+fn an_answer_without_next_update_is_believed_for_a_day_only() {
+    use der::{Decode, Encode};
+    let ca = ca("A");
+    let (leaf, _) = ca.leaf("www.example.com");
+    let key: Arc<dyn Signer> = Arc::new(SoftwareKey::generate(KeyAlgorithm::EcdsaP256).unwrap());
+    let now_time = OffsetDateTime::now_utc();
+    let responder_der = build_ocsp_responder_certificate(
+        &ca.intermediate,
+        key.public_key(),
+        random_serial().unwrap(),
+        now_time - Duration::days(3),
+        now_time + Duration::days(30),
+        "Test OCSP Responder",
+    )
+    .unwrap();
+    let responder = OcspResponder::new(responder_der, key.clone()).unwrap();
+    let t = now();
+    // An answer as built, then without its nextUpdate and signed again.
+    let without_next_update = |this_update: i64| {
+        let der = answer(
+            &ca,
+            &responder,
+            &leaf,
+            OcspStatus::Good,
+            this_update,
+            this_update + 60,
+        );
+        let response = x509_ocsp::OcspResponse::from_der(&der).unwrap();
+        let bytes = response.response_bytes.unwrap();
+        let mut basic = x509_ocsp::BasicOcspResponse::from_der(bytes.response.as_bytes()).unwrap();
+        basic.tbs_response_data.responses[0].next_update = None;
+        let signature = key
+            .sign(&basic.tbs_response_data.to_der().unwrap())
+            .unwrap();
+        basic.signature = der::asn1::BitString::from_bytes(&signature).unwrap();
+        x509_ocsp::OcspResponse::successful(basic)
+            .unwrap()
+            .to_der()
+            .unwrap()
+    };
+    let recent = without_next_update(t - 3600);
+    assert_eq!(
+        read_ocsp_answer(&recent, &leaf, ca.issuer_der(), t).unwrap(),
+        OcspVerdict::Good
+    );
+    let old = without_next_update(t - 2 * 86_400);
+    let why = refusal(read_ocsp_answer(&old, &leaf, ca.issuer_der(), t));
+    assert!(why.contains("names no nextUpdate"), "{why}");
 }
 
 proptest! {

@@ -52,10 +52,19 @@ pub struct FiringAlert {
 /// The notifier, and what of its memory the database holds.
 struct KeptNotifier {
     notifier: Notifier,
+    /// The grouping labels: a memory kept under other ones is not taken up.
+    group_by: Vec<String>,
     /// Whether the memory kept by an earlier run was taken up.
     restored: bool,
     /// The memory as last written (to write only changes).
-    kept: Option<String>,
+    kept: Option<NotifierMemory>,
+}
+
+/// The notifier's memory as kept in the database, with the grouping it belongs to.
+#[derive(Serialize, serde::Deserialize)]
+struct KeptMemory {
+    group_by: Vec<String>,
+    memory: NotifierMemory,
 }
 
 /// The alerting state of this process.
@@ -75,6 +84,7 @@ impl std::fmt::Debug for AlertEngine {
 impl AlertEngine {
     /// An engine with nothing evaluated yet.
     pub fn new(settings: AlertingSection) -> Result<AlertEngine, crate::ServerError> {
+        let group_by = settings.group_by.clone();
         let notifier = Notifier::new(
             settings.group_by.clone(),
             i64::try_from(settings.group_wait).unwrap_or(i64::MAX),
@@ -91,6 +101,7 @@ impl AlertEngine {
             settings,
             notifier: tokio::sync::Mutex::new(KeptNotifier {
                 notifier,
+                group_by,
                 restored: false,
                 kept: None,
             }),
@@ -159,8 +170,9 @@ impl AlertEngine {
     }
 }
 
-/// Takes up the memory an earlier run kept. An unreadable one is dropped with a warning; a
-/// database error leaves it for the next evaluation.
+/// Takes up the memory an earlier run kept. An unreadable one, or one kept under other
+/// grouping labels, is dropped with a warning; a database error leaves it for the next
+/// evaluation.
 async fn restore(kept: &mut KeptNotifier, state: &SharedState) -> Result<(), String> {
     let json = state
         .store
@@ -168,11 +180,14 @@ async fn restore(kept: &mut KeptNotifier, state: &SharedState) -> Result<(), Str
         .await
         .map_err(|e| e.to_string())?;
     if let Some(json) = json {
-        match serde_json::from_str::<NotifierMemory>(&json) {
-            Ok(memory) => {
-                kept.notifier.restore(memory);
-                kept.kept = Some(json);
+        match serde_json::from_str::<KeptMemory>(&json) {
+            Ok(stored) if stored.group_by == kept.group_by => {
+                kept.notifier.restore(stored.memory.clone());
+                kept.kept = Some(stored.memory);
             }
+            Ok(_) => tracing::warn!(
+                "the kept alert notification memory groups by other labels; starting afresh"
+            ),
             Err(error) => tracing::warn!(
                 %error,
                 "the kept alert notification memory is unreadable; starting afresh"
@@ -183,27 +198,38 @@ async fn restore(kept: &mut KeptNotifier, state: &SharedState) -> Result<(), Str
     Ok(())
 }
 
-/// Writes the notifier's memory when it changed.
+/// Writes the notifier's memory when it changed. One too large to keep is replaced by an
+/// empty one, so that a restart starts afresh rather than from an outdated memory.
 async fn keep(kept: &mut KeptNotifier, state: &SharedState) {
-    let memory = match serde_json::to_string(&kept.notifier.memory()) {
-        Ok(memory) => memory,
+    let memory = kept.notifier.memory();
+    if kept.kept.as_ref() == Some(&memory) {
+        return;
+    }
+    let encode = |memory: &NotifierMemory| {
+        serde_json::to_string(&KeptMemory {
+            group_by: kept.group_by.clone(),
+            memory: memory.clone(),
+        })
+    };
+    let json = match encode(&memory) {
+        Ok(json) if json.len() <= MAX_KEPT_MEMORY_BYTES => json,
+        Ok(json) => {
+            tracing::warn!(
+                bytes = json.len(),
+                "the alert notification memory is too large to keep; a restart will notify firing groups again"
+            );
+            match encode(&NotifierMemory::default()) {
+                Ok(empty) => empty,
+                Err(_) => return,
+            }
+        }
         Err(error) => {
             tracing::warn!(%error, "cannot encode the alert notification memory");
             return;
         }
     };
-    if kept.kept.as_ref() == Some(&memory) {
-        return;
-    }
-    if memory.len() > MAX_KEPT_MEMORY_BYTES {
-        tracing::warn!(
-            bytes = memory.len(),
-            "the alert notification memory is too large to keep; a restart will notify firing groups again"
-        );
-        return;
-    }
     let change = certkeeper_store::Change {
-        settings: vec![(NOTIFIER_MEMORY_SETTING.to_string(), memory.clone())],
+        settings: vec![(NOTIFIER_MEMORY_SETTING.to_string(), json)],
         ..certkeeper_store::Change::default()
     };
     match state.store.apply(change).await {

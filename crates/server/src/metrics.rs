@@ -422,8 +422,10 @@ pub fn samples(text: &str) -> Vec<(String, std::collections::BTreeMap<String, St
     out
 }
 
-/// Renders every metric. The per-managed-certificate series show only `tenant`'s managed
-/// certificates when given (a tenant's token); the other series are fleet-wide counts.
+/// Renders every metric. Given a `tenant` (a tenant's token), the certificate and target
+/// counts, the alerts and the per-managed-certificate series are that tenant's; the managed,
+/// agent and rollout states, the CA, CRL and OCSP figures and the in-process counters are the
+/// server's.
 pub async fn render(state: &SharedState, tenant: Option<&str>) -> Result<String, Problem> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut registry = Registry::default();
@@ -433,12 +435,12 @@ pub async fn render(state: &SharedState, tenant: Option<&str>) -> Result<String,
     let limit = state.metrics_settings.managed_certificate_series;
     let store = &state.store;
     let (counts, managed, agents, rollouts, partial, targets, findings, soonest) = tokio::try_join!(
-        store.certificate_counts(now, None),
+        store.certificate_counts(now, tenant),
         store.group_counts(Grouping::ManagedByState),
         store.group_counts(Grouping::AgentsByStatus),
         store.group_counts(Grouping::RolloutsByState),
         store.partial_rollouts(),
-        store.target_counts(now, None),
+        store.target_counts(now, tenant),
         store.scan_finding_counts(),
         store.soonest_managed(tenant, i64::try_from(limit).unwrap_or(i64::MAX)),
     )?;
@@ -639,7 +641,15 @@ pub async fn render(state: &SharedState, tenant: Option<&str>) -> Result<String,
         Family::<AlertLabels, Gauge>::default(),
         Gauge::<i64>::default(),
     );
-    for entry in state.alerts.snapshot() {
+    // A tenant's token counts the alerts about its tenant, and those about the server itself.
+    let visible = state.alerts.snapshot().into_iter().filter(|entry| {
+        entry
+            .alert
+            .labels
+            .get("tenant")
+            .is_none_or(|about| tenant.is_none_or(|own| own == about))
+    });
+    for entry in visible {
         if entry.silenced_by.is_some() {
             silenced.inc();
         } else {

@@ -180,7 +180,7 @@ struct ScanListParams {
 /// One page of recorded scans.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ScanEndpointPage {
-    /// The endpoints, by endpoint, name and tenant.
+    /// The endpoints, by tenant, endpoint and name.
     pub items: Vec<ScanEndpointView>,
     /// Pass as `cursor` for the next page; absent on the last.
     pub next_cursor: Option<String>,
@@ -208,9 +208,13 @@ async fn list_scans(
     if let Some(finding) = &params.finding
         && certkeeper_pki::Finding::parse(finding).is_none()
     {
+        let known: Vec<&str> = certkeeper_pki::Finding::ALL
+            .iter()
+            .map(|f| f.as_str())
+            .collect();
         return Err(Problem::malformed(format!(
-            "unknown finding {finding:?}; use one of expired, not_yet_valid, expiring_soon, \
-             name_mismatch, incomplete_chain, untrusted_issuer, weak_key, revoked"
+            "unknown finding {finding:?}; use one of {}",
+            known.join(", ")
         )));
     }
     let page = state

@@ -28,6 +28,8 @@ pub const MAX_TARGETS: usize = 65_536;
 pub const RECORD_BATCH: usize = 200;
 /// Largest CRL the scanner downloads.
 const MAX_CRL_BYTES: usize = 32 * 1024 * 1024;
+/// Most issuer candidates an OCSP check asks about (each is a request per responder URL).
+const MAX_OCSP_ISSUERS: usize = 3;
 
 /// One endpoint to scan.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -222,6 +224,15 @@ type SharedFetch = OnceCell<Result<Vec<u8>, String>>;
 /// Downloads by key (a CRL's URL; an OCSP responder's URL and the request).
 type Fetches<K> = Mutex<HashMap<K, Arc<SharedFetch>>>;
 
+/// A chain verifier, how many CRLs it holds, and why the CRLs it was meant to hold could not
+/// be used (if so).
+#[derive(Clone)]
+struct ChainVerifier {
+    verifier: Arc<WebPkiServerVerifier>,
+    crls: usize,
+    unusable_crls: Option<String>,
+}
+
 /// Scans endpoints; share one per scan run (it caches CRLs and verifiers).
 pub struct Scanner {
     roots: Arc<RootCertStore>,
@@ -233,7 +244,8 @@ pub struct Scanner {
     crls: Fetches<String>,
     /// OCSP answers by (responder URL, request).
     ocsp_answers: Fetches<(String, Vec<u8>)>,
-    verifiers: Mutex<HashMap<Vec<String>, Arc<WebPkiServerVerifier>>>,
+    /// Verifiers by the CRL URLs they were built for.
+    verifiers: Mutex<HashMap<Vec<String>, ChainVerifier>>,
 }
 
 impl std::fmt::Debug for Scanner {
@@ -436,56 +448,68 @@ impl Scanner {
         if urls.is_empty() {
             return None;
         }
-        let candidates = chain[1..]
+        // The issuer's certificate: the scanner's own first, then what the endpoint sent. A
+        // served look-alike (same name, same key encoded otherwise) would make the request
+        // name another issuer and get no usable answer: each candidate is tried in turn.
+        let candidates = self
+            .known_intermediates
             .iter()
-            .chain(&self.known_intermediates)
             .chain(&self.root_certificates)
+            .chain(&chain[1..])
             .map(|c| c.as_ref());
-        let Some(issuer) = certkeeper_pki::find_issuer(leaf, candidates) else {
+        let issuers = certkeeper_pki::find_issuers(leaf, candidates);
+        if issuers.is_empty() {
             details.push(
                 "revocation not checked: the issuer certificate an OCSP answer needs is not known"
                     .into(),
             );
             return None;
-        };
-        let request = match certkeeper_pki::build_ocsp_check_request(leaf, issuer) {
-            Ok(request) => request,
-            Err(error) => {
-                details.push(format!("revocation not checked: {error}"));
-                return None;
-            }
-        };
-        for url in urls {
-            let verdict = self.ocsp_answer(&url, &request).await.and_then(|answer| {
-                certkeeper_pki::read_ocsp_answer(&answer, leaf, issuer, now)
-                    .map_err(|e| format!("{url}: {e}"))
-            });
-            match verdict {
-                Ok(OcspVerdict::Good) => return None,
-                Ok(OcspVerdict::Revoked { at, reason }) => {
-                    let reason = reason.map(|r| format!(", {r}")).unwrap_or_default();
-                    return Some((
-                        Finding::Revoked,
-                        format!(
-                            "revoked since {}{reason}, says its issuer's OCSP responder",
-                            rfc3339(at)
-                        ),
-                    ));
+        }
+        let mut problems = Vec::new();
+        for issuer in issuers.into_iter().take(MAX_OCSP_ISSUERS) {
+            let request = match certkeeper_pki::build_ocsp_check_request(leaf, issuer) {
+                Ok(request) => request,
+                Err(error) => {
+                    problems.push(error.to_string());
+                    continue;
                 }
-                Ok(OcspVerdict::Unknown) => {
-                    details.push(format!(
-                        "revocation not checked: the OCSP responder {url} does not know the certificate"
-                    ));
-                    return None;
+            };
+            for url in &urls {
+                let verdict = self.ocsp_answer(url, &request).await.and_then(|answer| {
+                    certkeeper_pki::read_ocsp_answer(&answer, leaf, issuer, now)
+                        .map_err(|e| format!("{url}: {e}"))
+                });
+                match verdict {
+                    Ok(OcspVerdict::Good) => return None,
+                    Ok(OcspVerdict::Revoked { at, reason }) => {
+                        let reason = reason.map(|r| format!(", {r}")).unwrap_or_default();
+                        return Some((
+                            Finding::Revoked,
+                            format!(
+                                "revoked since {}{reason}, says its issuer's OCSP responder",
+                                rfc3339(at)
+                            ),
+                        ));
+                    }
+                    Ok(OcspVerdict::Unknown) => problems.push(format!(
+                        "the OCSP responder {url} does not know the certificate"
+                    )),
+                    Err(error) => problems.push(error),
                 }
-                Err(error) => details.push(format!("revocation not checked: {error}")),
             }
         }
+        problems.dedup();
+        details.extend(
+            problems
+                .into_iter()
+                .map(|problem| format!("revocation not checked: {problem}")),
+        );
         None
     }
 
     /// A verifier over the trusted roots and the CRLs at `urls` (fetched once per scan run;
-    /// one that cannot be fetched is reported and left out), and how many CRLs it holds.
+    /// one that cannot be fetched, or CRLs that cannot be used, are reported and left out),
+    /// and how many CRLs it holds.
     async fn verifier(
         &self,
         urls: &[String],
@@ -498,22 +522,45 @@ impl Scanner {
                 Err(error) => details.push(format!("revocation not checked: {error}")),
             }
         }
-        let crls_read = crls.len();
         let key: Vec<String> = urls.to_vec();
-        if let Some(verifier) = lock(&self.verifiers).get(&key) {
-            return Ok((verifier.clone(), crls_read));
+        let cached = lock(&self.verifiers).get(&key).cloned();
+        let built = match cached {
+            Some(built) => built,
+            None => {
+                let build = |crls: Vec<CertificateRevocationListDer<'static>>| {
+                    WebPkiServerVerifier::builder_with_provider(
+                        self.roots.clone(),
+                        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+                    )
+                    .with_crls(crls)
+                    .only_check_end_entity_revocation()
+                    .allow_unknown_revocation_status()
+                    .build()
+                };
+                let count = crls.len();
+                let built = match build(crls) {
+                    Ok(verifier) => ChainVerifier {
+                        verifier,
+                        crls: count,
+                        unusable_crls: None,
+                    },
+                    // A CRL that downloads but does not parse: judge the chain without it.
+                    Err(error) if count > 0 => ChainVerifier {
+                        verifier: build(Vec::new())
+                            .map_err(|e| format!("cannot build the chain verifier: {e}"))?,
+                        crls: 0,
+                        unusable_crls: Some(format!("cannot use the CRLs: {error}")),
+                    },
+                    Err(error) => return Err(format!("cannot build the chain verifier: {error}")),
+                };
+                lock(&self.verifiers).insert(key, built.clone());
+                built
+            }
+        };
+        if let Some(why) = &built.unusable_crls {
+            details.push(format!("revocation not checked: {why}"));
         }
-        let verifier = WebPkiServerVerifier::builder_with_provider(
-            self.roots.clone(),
-            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-        )
-        .with_crls(crls)
-        .only_check_end_entity_revocation()
-        .allow_unknown_revocation_status()
-        .build()
-        .map_err(|e| format!("cannot use the CRLs: {e}"))?;
-        lock(&self.verifiers).insert(key, verifier.clone());
-        Ok((verifier, crls_read))
+        Ok((built.verifier, built.crls))
     }
 
     async fn crl(&self, url: &str) -> Result<Vec<u8>, String> {

@@ -184,7 +184,7 @@ pub(crate) async fn apply(
     Ok(())
 }
 
-/// (endpoint, server name, tenant) of the last row of the previous page.
+/// (tenant, endpoint, server name) of the last row of the previous page.
 fn parse_scan_cursor(cursor: &str) -> Result<(String, String, String), StoreError> {
     let bad = || StoreError::InvalidQuery("cursor: pass next_cursor from the previous page".into());
     let parts: Vec<String> = cursor
@@ -197,7 +197,7 @@ fn parse_scan_cursor(cursor: &str) -> Result<(String, String, String), StoreErro
         })
         .collect::<Result<_, _>>()?;
     match <[String; 3]>::try_from(parts) {
-        Ok([endpoint, server_name, tenant]) => Ok((endpoint, server_name, tenant)),
+        Ok([tenant, endpoint, server_name]) => Ok((tenant, endpoint, server_name)),
         Err(_) => Err(bad()),
     }
 }
@@ -242,47 +242,61 @@ fn silence_from_row(row: &sqlx::any::AnyRow) -> Result<SilenceRecord, StoreError
 }
 
 impl Store {
-    /// One page of the latest scan of every endpoint, by endpoint, filtered as `query` says.
+    /// One page of the latest scan of every endpoint, by (tenant, endpoint, name) — the
+    /// primary key's order, so a page is an index range — filtered as `query` says.
     pub async fn scan_endpoint_page(
         &self,
         query: &ScanQuery,
     ) -> Result<Page<ScanEndpoint>, StoreError> {
         let limit = query.limit.clamp(1, 5000);
-        let after = query.cursor.as_deref().map(parse_scan_cursor).transpose()?;
-        let (after_endpoint, after_name, after_tenant) = after.unwrap_or_default();
-        let rows = sqlx::query(
-            "SELECT * FROM scan_endpoints WHERE ($1 = '' OR tenant = $1) \
-               AND ($2 = -1 OR valid = $2) \
-               AND ($3 = '' OR (',' || findings || ',') LIKE $3 ESCAPE '\\') \
-               AND ($4 = 0 OR endpoint > $5 OR (endpoint = $5 AND (server_name > $6 \
-                    OR (server_name = $6 AND tenant > $7)))) \
-             ORDER BY endpoint, server_name, tenant LIMIT $8",
-        )
-        .bind(query.tenant.as_deref().unwrap_or(""))
-        .bind(query.valid.map_or(-1, i64::from))
-        .bind(
-            query
-                .finding
-                .as_deref()
-                .map(|f| {
-                    let escaped: String = f
-                        .chars()
-                        .flat_map(|c| {
-                            let escape = matches!(c, '%' | '_' | '\\').then_some('\\');
-                            escape.into_iter().chain([c])
-                        })
-                        .collect();
-                    format!("%,{escaped},%")
+        let mut conditions: Vec<String> = Vec::new();
+        let mut binds: Vec<String> = Vec::new();
+        let bind = |value: String, binds: &mut Vec<String>| {
+            binds.push(value);
+            format!("${}", binds.len())
+        };
+        if let Some(tenant) = &query.tenant {
+            let p = bind(tenant.clone(), &mut binds);
+            conditions.push(format!("tenant = {p}"));
+        }
+        if let Some((tenant, endpoint, server_name)) =
+            query.cursor.as_deref().map(parse_scan_cursor).transpose()?
+        {
+            let (t, e, n) = (
+                bind(tenant, &mut binds),
+                bind(endpoint, &mut binds),
+                bind(server_name, &mut binds),
+            );
+            conditions.push(format!("(tenant, endpoint, server_name) > ({t}, {e}, {n})"));
+        }
+        if let Some(finding) = &query.finding {
+            let escaped: String = finding
+                .chars()
+                .flat_map(|c| {
+                    let escape = matches!(c, '%' | '_' | '\\').then_some('\\');
+                    escape.into_iter().chain([c])
                 })
-                .unwrap_or_default(),
-        )
-        .bind(i64::from(query.cursor.is_some()))
-        .bind(after_endpoint)
-        .bind(after_name)
-        .bind(after_tenant)
-        .bind(limit + 1)
-        .fetch_all(self.pool())
-        .await?;
+                .collect();
+            let p = bind(format!("%,{escaped},%"), &mut binds);
+            conditions.push(format!("(',' || findings || ',') LIKE {p} ESCAPE '\\'"));
+        }
+        if let Some(valid) = query.valid {
+            conditions.push(format!("valid = {}", i64::from(valid)));
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT * FROM scan_endpoints {filter} ORDER BY tenant, endpoint, server_name LIMIT {}",
+            limit + 1
+        );
+        let mut statement = sqlx::query(&sql);
+        for value in binds {
+            statement = statement.bind(value);
+        }
+        let rows = statement.fetch_all(self.pool()).await?;
         let mut items = rows
             .iter()
             .map(scan_from_row)
@@ -291,7 +305,7 @@ impl Store {
             items.truncate(limit as usize);
             items.last().map(|last| {
                 let r = &last.record;
-                [&r.endpoint, &r.server_name, &r.tenant]
+                [&r.tenant, &r.endpoint, &r.server_name]
                     .map(hex::encode)
                     .join(".")
             })
