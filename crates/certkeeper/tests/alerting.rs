@@ -357,6 +357,32 @@ severities = ["page"]
     let (status, _, _) = server.get("/api/v1/alerts", Some(&auditor)).await;
     assert_eq!(status, 200);
 
+    // /metrics counts the firing alerts for the fleet's tokens, not for another tenant's.
+    let scrape = |token: String| {
+        let server = &server;
+        async move {
+            server
+                .client
+                .get(server.url("/metrics"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let series = "certkeeper_alerts{rule=\"CertificateExpiringUnrenewed\",severity=\"page\"}";
+    assert!(
+        scrape(auditor.clone()).await.contains(series),
+        "the auditor sees the firing alerts"
+    );
+    assert!(
+        !scrape(tenant_token.clone()).await.contains(series),
+        "the shop tenant's token does not see the default tenant's alerts"
+    );
+
     // A restart forgets nothing: the groups told already are not told again once the alerts
     // are evaluated anew (well past the group wait).
     let token = server.token.clone();

@@ -309,6 +309,25 @@ async fn scan_reports_each_finding_records_it_and_feeds_m1() {
         metric_sample(&metrics, "certkeeper_scan_findings{finding=\"revoked\"}"),
         1.0
     );
+    // Another tenant's token counts none of the default tenant's endpoints.
+    let (_, blue) = server.create_token("auditor", Some("blue")).await;
+    let blue_metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .bearer_auth(&blue)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "certkeeper_scan_findings{finding=\"revoked\"}",
+        "certkeeper_targets{kind=\"scan\",valid=\"true\"}",
+        "certkeeper_targets{kind=\"scan\",valid=\"false\"}",
+    ] {
+        assert_eq!(metric_sample(&blue_metrics, series), 0.0, "{series}");
+    }
 
     // The good endpoint alone passes --check; a CIDR sweep by address finds that the
     // certificate does not name the address (offline: nothing recorded).
@@ -467,9 +486,9 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
 }
 
-/// Has the test root sign a certificate for `name` with the extensions `ext` (openssl
-/// extension-file lines); returns nothing, leaves `name.crt` and `name.key` in `dir`.
-fn openssl_issue(dir: &std::path::Path, name: &str, subject: &str, ext: &str) {
+/// Has the CA `ca` (`ca.crt`, `ca.key`) sign a certificate for `name` with the extensions
+/// `ext` (openssl extension-file lines); leaves `name.crt` and `name.key` in `dir`.
+fn openssl_issue(dir: &std::path::Path, ca: &str, name: &str, subject: &str, ext: &str) {
     openssl(
         dir,
         &[
@@ -497,9 +516,9 @@ fn openssl_issue(dir: &std::path::Path, name: &str, subject: &str, ext: &str) {
             "-in",
             &format!("{name}.csr"),
             "-CA",
-            "root.crt",
+            &format!("{ca}.crt"),
             "-CAkey",
-            "root.key",
+            &format!("{ca}.key"),
             "-CAcreateserial",
             "-days",
             "90",
@@ -544,6 +563,14 @@ fn revocation_is_found_by_ocsp_when_a_certificate_names_no_crl() {
     );
     openssl_issue(
         pki,
+        "root",
+        "intermediate",
+        "/CN=OCSP Scan Test Intermediate",
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    );
+    openssl_issue(
+        pki,
+        "intermediate",
         "responder",
         "/CN=OCSP Scan Test Responder",
         "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=OCSPSigning\n",
@@ -551,9 +578,70 @@ fn revocation_is_found_by_ocsp_when_a_certificate_names_no_crl() {
     let leaf_ext = format!(
         "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:{ocsp_port}/\n"
     );
+    let intermediate = std::fs::read_to_string(pki.join("intermediate.crt")).unwrap();
     for name in ["good", "revoked", "unknown"] {
-        openssl_issue(pki, name, "/CN=localhost", &leaf_ext);
+        openssl_issue(pki, "intermediate", name, "/CN=localhost", &leaf_ext);
+        let leaf = std::fs::read_to_string(pki.join(format!("{name}.crt"))).unwrap();
+        std::fs::write(pki.join(format!("{name}.chain")), leaf + &intermediate).unwrap();
     }
+    // Look-alikes of the intermediate: its name and its key written compressed, each signed
+    // by a throwaway key. Served ahead of the real one, they must not hide the revoked answer.
+    openssl(
+        pki,
+        &[
+            "ec",
+            "-in",
+            "intermediate.key",
+            "-pubout",
+            "-conv_form",
+            "compressed",
+            "-out",
+            "intermediate-compressed.pub",
+        ],
+    );
+    let mut look_alike_chain = std::fs::read_to_string(pki.join("revoked.crt")).unwrap();
+    for i in 0..4 {
+        let name = format!("look-alike-{i}");
+        openssl(
+            pki,
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                "/CN=OCSP Scan Test Intermediate",
+            ],
+        );
+        openssl(
+            pki,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-signkey",
+                &format!("{name}.key"),
+                "-force_pubkey",
+                "intermediate-compressed.pub",
+                "-days",
+                "30",
+                "-out",
+                &format!("{name}.crt"),
+            ],
+        );
+        look_alike_chain += &std::fs::read_to_string(pki.join(format!("{name}.crt"))).unwrap();
+    }
+    look_alike_chain += &intermediate;
+    std::fs::write(pki.join("look-alike.chain"), look_alike_chain).unwrap();
+    std::fs::copy(pki.join("revoked.key"), pki.join("look-alike.key")).unwrap();
     // Answers for two of the three: the responder refuses to speak of the third.
     let mut responses = String::new();
     for (name, status) in [
@@ -563,7 +651,7 @@ fn revocation_is_found_by_ocsp_when_a_certificate_names_no_crl() {
         let mut args = vec![
             "ocspsign",
             "-ca",
-            "root.crt",
+            "intermediate.crt",
             "-responder",
             "responder.crt",
             "-responder-key",
@@ -586,15 +674,15 @@ fn revocation_is_found_by_ocsp_when_a_certificate_names_no_crl() {
     std::fs::create_dir_all(&work).unwrap();
     let mut block = String::new();
     let mut targets = Vec::new();
-    for name in ["good", "revoked", "unknown"] {
+    for name in ["good", "revoked", "unknown", "look-alike"] {
         let port = free_port();
         targets.push(format!("localhost:{port}"));
         block.push_str(&format!(
-            "  server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {p}/{name}.crt; ssl_certificate_key {p}/{name}.key; location / {{ return 200; }} }}\n",
+            "  server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {p}/{name}.chain; ssl_certificate_key {p}/{name}.key; location / {{ return 200; }} }}\n",
             p = pki.display()
         ));
     }
-    let last_port: u16 = targets[2].rsplit(':').next().unwrap().parse().unwrap();
+    let last_port: u16 = targets[3].rsplit(':').next().unwrap().parse().unwrap();
     let _nginx = start_nginx(&work, &block, last_port);
 
     let scan = |extra: &[&str]| -> Vec<serde_json::Value> {
@@ -632,6 +720,9 @@ fn revocation_is_found_by_ocsp_when_a_certificate_names_no_crl() {
         "{}",
         reports[2]
     );
+    // Four look-alike issuers served first: the chain still leads to the trusted root through
+    // the real intermediate, and asking with each distinct issuer key finds the revocation.
+    assert_eq!(findings(&reports[3]), ["revoked"], "{}", reports[3]);
 
     // Without revocation checks the revoked certificate looks fine: OCSP is what found it.
     let unchecked = scan(&["--no-revocation"]);

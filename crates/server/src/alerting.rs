@@ -56,7 +56,7 @@ struct KeptNotifier {
     group_by: Vec<String>,
     /// Whether the memory kept by an earlier run was taken up.
     restored: bool,
-    /// The memory as last written (to write only changes).
+    /// The memory as last written or taken up (to write only changes).
     kept: Option<NotifierMemory>,
 }
 

@@ -423,7 +423,8 @@ pub fn samples(text: &str) -> Vec<(String, std::collections::BTreeMap<String, St
 }
 
 /// Renders every metric. Given a `tenant` (a tenant's token), the certificate and target
-/// counts, the alerts and the per-managed-certificate series are that tenant's; the managed,
+/// counts, the scan findings, the alerts and the per-managed-certificate series are that
+/// tenant's; the managed,
 /// agent and rollout states, the CA, CRL and OCSP figures and the in-process counters are the
 /// server's.
 pub async fn render(state: &SharedState, tenant: Option<&str>) -> Result<String, Problem> {
@@ -441,7 +442,7 @@ pub async fn render(state: &SharedState, tenant: Option<&str>) -> Result<String,
         store.group_counts(Grouping::RolloutsByState),
         store.partial_rollouts(),
         store.target_counts(now, tenant),
-        store.scan_finding_counts(),
+        store.scan_finding_counts(tenant),
         store.soonest_managed(tenant, i64::try_from(limit).unwrap_or(i64::MAX)),
     )?;
 

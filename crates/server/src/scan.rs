@@ -28,8 +28,9 @@ pub const MAX_TARGETS: usize = 65_536;
 pub const RECORD_BATCH: usize = 200;
 /// Largest CRL the scanner downloads.
 const MAX_CRL_BYTES: usize = 32 * 1024 * 1024;
-/// Most issuer candidates an OCSP check asks about (each is a request per responder URL).
-const MAX_OCSP_ISSUERS: usize = 3;
+/// Most distinct OCSP requests (one per issuer key encoding) a check sends to each responder
+/// URL: an EC key has three encodings (uncompressed, compressed, hybrid).
+const MAX_OCSP_REQUESTS: usize = 4;
 
 /// One endpoint to scan.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -449,8 +450,10 @@ impl Scanner {
             return None;
         }
         // The issuer's certificate: the scanner's own first, then what the endpoint sent. A
-        // served look-alike (same name, same key encoded otherwise) would make the request
-        // name another issuer and get no usable answer: each candidate is tried in turn.
+        // served look-alike (same name, same key encoded otherwise) makes the request name
+        // another issuer key and gets no usable answer: each distinct request is tried in
+        // turn. However many look-alikes are served, a key has only a few encodings, so the
+        // distinct requests are few and the real issuer's is among them.
         let candidates = self
             .known_intermediates
             .iter()
@@ -466,14 +469,17 @@ impl Scanner {
             return None;
         }
         let mut problems = Vec::new();
-        for issuer in issuers.into_iter().take(MAX_OCSP_ISSUERS) {
-            let request = match certkeeper_pki::build_ocsp_check_request(leaf, issuer) {
-                Ok(request) => request,
-                Err(error) => {
-                    problems.push(error.to_string());
-                    continue;
+        let mut requests: Vec<(&[u8], Vec<u8>)> = Vec::new();
+        for issuer in issuers {
+            match certkeeper_pki::build_ocsp_check_request(leaf, issuer) {
+                Ok(request) if requests.iter().all(|(_, r)| *r != request) => {
+                    requests.push((issuer, request));
                 }
-            };
+                Ok(_) => {}
+                Err(error) => problems.push(error.to_string()),
+            }
+        }
+        for (issuer, request) in requests.into_iter().take(MAX_OCSP_REQUESTS) {
             for url in &urls {
                 let verdict = self.ocsp_answer(url, &request).await.and_then(|answer| {
                     certkeeper_pki::read_ocsp_answer(&answer, leaf, issuer, now)
@@ -538,19 +544,30 @@ impl Scanner {
                     .build()
                 };
                 let count = crls.len();
-                let built = match build(crls) {
+                let built = match build(crls.clone()) {
                     Ok(verifier) => ChainVerifier {
                         verifier,
                         crls: count,
                         unusable_crls: None,
                     },
-                    // A CRL that downloads but does not parse: judge the chain without it.
-                    Err(error) if count > 0 => ChainVerifier {
-                        verifier: build(Vec::new())
-                            .map_err(|e| format!("cannot build the chain verifier: {e}"))?,
-                        crls: 0,
-                        unusable_crls: Some(format!("cannot use the CRLs: {error}")),
-                    },
+                    // A CRL that downloads but does not parse: keep those that do (each tried
+                    // alone), and judge the chain with them.
+                    Err(error) if count > 0 => {
+                        let usable: Vec<_> = crls
+                            .into_iter()
+                            .filter(|crl| build(vec![crl.clone()]).is_ok())
+                            .collect();
+                        let kept = usable.len();
+                        ChainVerifier {
+                            verifier: build(usable)
+                                .map_err(|e| format!("cannot build the chain verifier: {e}"))?,
+                            crls: kept,
+                            unusable_crls: Some(format!(
+                                "cannot use {} of the {count} CRLs: {error}",
+                                count - kept
+                            )),
+                        }
+                    }
                     Err(error) => return Err(format!("cannot build the chain verifier: {error}")),
                 };
                 lock(&self.verifiers).insert(key, built.clone());

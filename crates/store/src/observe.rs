@@ -359,11 +359,16 @@ impl Store {
     }
 
     /// Scanned endpoints per finding.
-    pub async fn scan_finding_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub async fn scan_finding_counts(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
         // One row per distinct combination of findings (a handful), not per endpoint.
         let rows = sqlx::query(
-            "SELECT findings, COUNT(*) AS n FROM scan_endpoints WHERE findings <> '' GROUP BY findings",
+            "SELECT findings, COUNT(*) AS n FROM scan_endpoints \
+             WHERE findings <> '' AND ($1 = '' OR tenant = $1) GROUP BY findings",
         )
+        .bind(tenant.unwrap_or(""))
         .fetch_all(self.pool())
         .await?;
         let mut counts = BTreeMap::<String, i64>::new();

@@ -1411,7 +1411,7 @@ both_backends!(
         );
         let counts = store.target_counts(NOW, None).await.unwrap();
         assert_eq!((counts.scanned_valid, counts.scanned_invalid), (1, 0));
-        assert!(store.scan_finding_counts().await.unwrap().is_empty());
+        assert!(store.scan_finding_counts(None).await.unwrap().is_empty());
 
         let silence = SilenceRecord {
             id: "s1".into(),
@@ -1547,6 +1547,24 @@ both_backends!(
             endpoints(&page),
             ["t/b.example:443", "t/e.example:443", "u/a.example:443"]
         );
+        // Filters and a cursor together (every placeholder bound): one at a time.
+        let mut query = ScanQuery {
+            tenant: Some("t".into()),
+            valid: Some(false),
+            finding: Some("weak_key".into()),
+            limit: 1,
+            cursor: None,
+        };
+        let mut one_by_one = Vec::new();
+        loop {
+            let page = store.scan_endpoint_page(&query).await.unwrap();
+            one_by_one.extend(endpoints(&page));
+            match page.next_cursor {
+                Some(cursor) => query.cursor = Some(cursor),
+                None => break,
+            }
+        }
+        assert_eq!(one_by_one, ["t/b.example:443", "t/e.example:443"]);
         let page = store
             .scan_endpoint_page(&only(Some("t"), false, Some("expiring_soon")))
             .await
