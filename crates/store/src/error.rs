@@ -29,6 +29,11 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict(db.message().to_string())
             }
+            // SQLSTATE class 22, data exception (a NUL byte in text, a value out of range): the
+            // value given is at fault, not the database.
+            sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("22")) => {
+                StoreError::InvalidQuery(format!("the database refused a value: {}", db.message()))
+            }
             sqlx::Error::RowNotFound => StoreError::NotFound("row".into()),
             sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
                 StoreError::Corrupt(error.to_string())

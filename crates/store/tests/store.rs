@@ -251,6 +251,18 @@ both_backends!(
             wildcard_literal.items.is_empty(),
             "LIKE metacharacters are escaped"
         );
+        // A NUL byte: PostgreSQL refuses it in text, which is the caller's fault (a 400), not
+        // an unavailable database (a 503); SQLite simply finds nothing.
+        let nul = store
+            .search_certificates(&CertificateQuery {
+                name_contains: Some("host\0".into()),
+                ..base.clone()
+            })
+            .await;
+        match nul {
+            Ok(page) => assert!(page.items.is_empty()),
+            Err(error) => assert!(matches!(error, StoreError::InvalidQuery(_)), "{error:?}"),
+        }
 
         let payments = store
             .search_certificates(&CertificateQuery {
