@@ -358,28 +358,13 @@ severities = ["page"]
     assert_eq!(status, 200);
 
     // /metrics counts the firing alerts for the fleet's tokens, not for another tenant's.
-    let scrape = |token: String| {
-        let server = &server;
-        async move {
-            server
-                .client
-                .get(server.url("/metrics"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
-    };
     let series = "certkeeper_alerts{rule=\"CertificateExpiringUnrenewed\",severity=\"page\"}";
     assert!(
-        scrape(auditor.clone()).await.contains(series),
+        server.metrics(&auditor).await.contains(series),
         "the auditor sees the firing alerts"
     );
     assert!(
-        !scrape(tenant_token.clone()).await.contains(series),
+        !server.metrics(&tenant_token).await.contains(series),
         "the shop tenant's token does not see the default tenant's alerts"
     );
 

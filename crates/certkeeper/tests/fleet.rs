@@ -300,17 +300,7 @@ reload = "test ! -e {d}/fail-reload && {nginx} -p {d} -c {d}/nginx.conf -s reloa
 
     /// One sample of `/metrics` (series exactly as rendered).
     async fn metric(&self, series: &str) -> f64 {
-        let text = self
-            .server
-            .client
-            .get(self.server.url("/metrics"))
-            .bearer_auth(self.server.token())
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = self.server.metrics(self.server.token()).await;
         common::metric_sample(&text, series)
     }
 

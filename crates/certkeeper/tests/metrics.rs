@@ -244,30 +244,12 @@ async fn metrics_report_what_was_arranged_and_need_a_token() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let blue_text = server
-        .client
-        .get(server.url("/metrics"))
-        .bearer_auth(&blue)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let blue_text = server.metrics(&blue).await;
     assert_eq!(
         sample(&blue_text, "certkeeper_certificates{state=\"active\"}"),
         1.0
     );
-    let fleet_text = server
-        .client
-        .get(server.url("/metrics"))
-        .bearer_auth(&auditor)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let fleet_text = server.metrics(&auditor).await;
     assert_eq!(
         sample(&fleet_text, "certkeeper_certificates{state=\"active\"}"),
         sample(&text, "certkeeper_certificates{state=\"active\"}") + 1.0,

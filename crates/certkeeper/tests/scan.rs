@@ -284,16 +284,7 @@ async fn scan_reports_each_finding_records_it_and_feeds_m1() {
     );
 
     // M1 from /metrics: one valid endpoint of five.
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .bearer_auth(server.token())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics(server.token()).await;
     assert_eq!(
         metric_sample(&metrics, "certkeeper_targets{kind=\"scan\",valid=\"true\"}"),
         1.0
@@ -311,16 +302,7 @@ async fn scan_reports_each_finding_records_it_and_feeds_m1() {
     );
     // Another tenant's token counts none of the default tenant's endpoints.
     let (_, blue) = server.create_token("auditor", Some("blue")).await;
-    let blue_metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .bearer_auth(&blue)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let blue_metrics = server.metrics(&blue).await;
     for series in [
         "certkeeper_scan_findings{finding=\"revoked\"}",
         "certkeeper_targets{kind=\"scan\",valid=\"true\"}",
@@ -457,16 +439,7 @@ async fn a_scheduled_scan_records_what_it_finds_and_feeds_m1() {
         assert!(Instant::now() < deadline, "never valid: {recorded:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .bearer_auth(server.token())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics(server.token()).await;
     assert_eq!(
         metric_sample(&metrics, "certkeeper_targets{kind=\"scan\",valid=\"true\"}"),
         1.0

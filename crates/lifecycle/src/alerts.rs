@@ -149,7 +149,7 @@ pub struct Notifier {
     group_by: Vec<String>,
     group_wait: i64,
     repeat_interval: i64,
-    groups: BTreeMap<String, GroupState>,
+    memory: NotifierMemory,
 }
 
 impl Notifier {
@@ -161,20 +161,18 @@ impl Notifier {
             group_by,
             group_wait: group_wait.max(0),
             repeat_interval: repeat_interval.max(1),
-            groups: BTreeMap::new(),
+            memory: NotifierMemory::default(),
         }
     }
 
     /// What it remembers now.
-    pub fn memory(&self) -> NotifierMemory {
-        NotifierMemory {
-            groups: self.groups.clone(),
-        }
+    pub fn memory(&self) -> &NotifierMemory {
+        &self.memory
     }
 
     /// Takes up what an earlier notifier remembered (replacing what this one does).
     pub fn restore(&mut self, memory: NotifierMemory) {
-        self.groups = memory.groups;
+        self.memory = memory;
     }
 
     fn group_of(&self, alert: &Alert) -> (String, BTreeMap<String, String>) {
@@ -213,18 +211,22 @@ impl Notifier {
                 .2
                 .push(alert);
         }
-        let keys: BTreeSet<String> = current.keys().chain(self.groups.keys()).cloned().collect();
+        let keys: BTreeSet<String> = current
+            .keys()
+            .chain(self.memory.groups.keys())
+            .cloned()
+            .collect();
         let mut out = Vec::new();
         for key in keys {
             let (labels, severity, alerts) = match current.remove(&key) {
                 Some(group) => group,
                 None => {
-                    let Some(state) = self.groups.get(&key) else {
+                    let Some(state) = self.memory.groups.get(&key) else {
                         continue;
                     };
                     let Some(first) = state.notified.values().chain(state.stopped.values()).next()
                     else {
-                        self.groups.remove(&key);
+                        self.memory.groups.remove(&key);
                         continue;
                     };
                     let (_, labels) = self.group_of(first);
@@ -237,7 +239,7 @@ impl Notifier {
                 .copied()
                 .filter(|a| silenced_by(a, silences, now).is_none())
                 .collect();
-            let state = self.groups.entry(key.clone()).or_default();
+            let state = self.memory.groups.entry(key.clone()).or_default();
             for (id, alert) in &state.notified {
                 if !firing_ids.contains(id) {
                     state.stopped.insert(id.clone(), alert.clone());
@@ -287,11 +289,12 @@ impl Notifier {
             }
             if alerts.is_empty()
                 && self
+                    .memory
                     .groups
                     .get(&key)
                     .is_some_and(|s| s.notified.is_empty() && s.stopped.is_empty())
             {
-                self.groups.remove(&key);
+                self.memory.groups.remove(&key);
             }
         }
         out

@@ -49,6 +49,17 @@ pub struct FiringAlert {
     pub silenced_by: Option<String>,
 }
 
+impl FiringAlert {
+    /// Whether a token of `tenant` (any tenant when `None`) sees it: alerts about a tenant go
+    /// to that tenant's tokens, those about the server itself to every token.
+    pub fn visible_to(&self, tenant: Option<&str>) -> bool {
+        self.alert
+            .labels
+            .get("tenant")
+            .is_none_or(|about| tenant.is_none_or(|own| own == about))
+    }
+}
+
 /// The notifier, and what of its memory the database holds.
 struct KeptNotifier {
     notifier: Notifier,
@@ -60,11 +71,12 @@ struct KeptNotifier {
     kept: Option<NotifierMemory>,
 }
 
-/// The notifier's memory as kept in the database, with the grouping it belongs to.
+/// The notifier's memory as kept in the database, with the grouping it belongs to (written
+/// from a borrowed memory, read into an owned one).
 #[derive(Serialize, serde::Deserialize)]
-struct KeptMemory {
+struct KeptMemory<M = NotifierMemory> {
     group_by: Vec<String>,
-    memory: NotifierMemory,
+    memory: M,
 }
 
 /// The alerting state of this process.
@@ -181,7 +193,7 @@ async fn restore(kept: &mut KeptNotifier, state: &SharedState) -> Result<(), Str
         .map_err(|e| e.to_string())?;
     if let Some(json) = json {
         match serde_json::from_str::<KeptMemory>(&json) {
-            Ok(stored) if stored.group_by == kept.group_by => {
+            Ok::<KeptMemory, _>(stored) if stored.group_by == kept.group_by => {
                 kept.notifier.restore(stored.memory.clone());
                 kept.kept = Some(stored.memory);
             }
@@ -202,16 +214,16 @@ async fn restore(kept: &mut KeptNotifier, state: &SharedState) -> Result<(), Str
 /// empty one, so that a restart starts afresh rather than from an outdated memory.
 async fn keep(kept: &mut KeptNotifier, state: &SharedState) {
     let memory = kept.notifier.memory();
-    if kept.kept.as_ref() == Some(&memory) {
+    if kept.kept.as_ref() == Some(memory) {
         return;
     }
     let encode = |memory: &NotifierMemory| {
         serde_json::to_string(&KeptMemory {
             group_by: kept.group_by.clone(),
-            memory: memory.clone(),
+            memory,
         })
     };
-    let json = match encode(&memory) {
+    let json = match encode(memory) {
         Ok(json) if json.len() <= MAX_KEPT_MEMORY_BYTES => json,
         Ok(json) => {
             tracing::warn!(
@@ -233,7 +245,7 @@ async fn keep(kept: &mut KeptNotifier, state: &SharedState) {
         ..certkeeper_store::Change::default()
     };
     match state.store.apply(change).await {
-        Ok(_) => kept.kept = Some(memory),
+        Ok(_) => kept.kept = Some(memory.clone()),
         Err(error) => tracing::warn!(%error, "could not keep the alert notification memory"),
     }
 }

@@ -643,13 +643,11 @@ pub async fn render(state: &SharedState, tenant: Option<&str>) -> Result<String,
         Gauge::<i64>::default(),
     );
     // A tenant's token counts the alerts about its tenant, and those about the server itself.
-    let visible = state.alerts.snapshot().into_iter().filter(|entry| {
-        entry
-            .alert
-            .labels
-            .get("tenant")
-            .is_none_or(|about| tenant.is_none_or(|own| own == about))
-    });
+    let visible = state
+        .alerts
+        .snapshot()
+        .into_iter()
+        .filter(|entry| entry.visible_to(tenant));
     for entry in visible {
         if entry.silenced_by.is_some() {
             silenced.inc();

@@ -275,13 +275,7 @@ fn visible_alerts(state: &SharedState, principal: &Principal) -> Vec<AlertView> 
         .alerts
         .snapshot()
         .into_iter()
-        .filter(|entry| {
-            entry
-                .alert
-                .labels
-                .get("tenant")
-                .is_none_or(|tenant| principal.sees(tenant))
-        })
+        .filter(|entry| entry.visible_to(principal.tenant.as_deref()))
         .map(|entry| AlertView {
             rule: entry.alert.rule,
             subject: entry.alert.subject,

@@ -225,13 +225,13 @@ type SharedFetch = OnceCell<Result<Vec<u8>, String>>;
 /// Downloads by key (a CRL's URL; an OCSP responder's URL and the request).
 type Fetches<K> = Mutex<HashMap<K, Arc<SharedFetch>>>;
 
-/// A chain verifier, how many CRLs it holds, and why the CRLs it was meant to hold could not
-/// be used (if so).
+/// A chain verifier, how many CRLs it holds, and the notes for every endpoint it judges
+/// (CRLs that could not be fetched or used).
 #[derive(Clone)]
 struct ChainVerifier {
     verifier: Arc<WebPkiServerVerifier>,
     crls: usize,
-    unusable_crls: Option<String>,
+    notes: Vec<String>,
 }
 
 /// Scans endpoints; share one per scan run (it caches CRLs and verifiers).
@@ -513,71 +513,73 @@ impl Scanner {
         None
     }
 
-    /// A verifier over the trusted roots and the CRLs at `urls` (fetched once per scan run;
-    /// one that cannot be fetched, or CRLs that cannot be used, are reported and left out),
-    /// and how many CRLs it holds.
+    /// A verifier over the trusted roots and the CRLs at `urls`, and how many CRLs it holds.
+    /// Built once per set of URLs per scan run (each CRL fetched once); a CRL that cannot be
+    /// fetched or used is left out, and every endpoint relying on it gets the note.
     async fn verifier(
         &self,
         urls: &[String],
         details: &mut Vec<String>,
     ) -> Result<(Arc<WebPkiServerVerifier>, usize), String> {
-        let mut crls = Vec::new();
-        for url in urls {
-            match self.crl(url).await {
-                Ok(der) => crls.push(CertificateRevocationListDer::from(der)),
-                Err(error) => details.push(format!("revocation not checked: {error}")),
-            }
-        }
         let key: Vec<String> = urls.to_vec();
         let cached = lock(&self.verifiers).get(&key).cloned();
         let built = match cached {
             Some(built) => built,
             None => {
-                let build = |crls: Vec<CertificateRevocationListDer<'static>>| {
-                    WebPkiServerVerifier::builder_with_provider(
-                        self.roots.clone(),
-                        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-                    )
-                    .with_crls(crls)
-                    .only_check_end_entity_revocation()
-                    .allow_unknown_revocation_status()
-                    .build()
-                };
-                let count = crls.len();
-                let built = match build(crls.clone()) {
-                    Ok(verifier) => ChainVerifier {
-                        verifier,
-                        crls: count,
-                        unusable_crls: None,
-                    },
-                    // A CRL that downloads but does not parse: keep those that do (each tried
-                    // alone), and judge the chain with them.
-                    Err(error) if count > 0 => {
-                        let usable: Vec<_> = crls
-                            .into_iter()
-                            .filter(|crl| build(vec![crl.clone()]).is_ok())
-                            .collect();
-                        let kept = usable.len();
-                        ChainVerifier {
-                            verifier: build(usable)
-                                .map_err(|e| format!("cannot build the chain verifier: {e}"))?,
-                            crls: kept,
-                            unusable_crls: Some(format!(
-                                "cannot use {} of the {count} CRLs: {error}",
-                                count - kept
-                            )),
-                        }
-                    }
-                    Err(error) => return Err(format!("cannot build the chain verifier: {error}")),
-                };
+                let built = self.build_verifier(urls).await?;
                 lock(&self.verifiers).insert(key, built.clone());
                 built
             }
         };
-        if let Some(why) = &built.unusable_crls {
-            details.push(format!("revocation not checked: {why}"));
-        }
+        details.extend(built.notes.iter().cloned());
         Ok((built.verifier, built.crls))
+    }
+
+    async fn build_verifier(&self, urls: &[String]) -> Result<ChainVerifier, String> {
+        let mut notes = Vec::new();
+        let mut crls = Vec::new();
+        for url in urls {
+            match self.crl(url).await {
+                Ok(der) => crls.push(CertificateRevocationListDer::from(der)),
+                Err(error) => notes.push(format!("revocation not checked: {error}")),
+            }
+        }
+        let build = |crls: Vec<CertificateRevocationListDer<'static>>| {
+            WebPkiServerVerifier::builder_with_provider(
+                self.roots.clone(),
+                Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            )
+            .with_crls(crls)
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status()
+            .build()
+        };
+        let count = crls.len();
+        let (verifier, kept) = match build(crls.clone()) {
+            Ok(verifier) => (verifier, count),
+            // A CRL that downloads but does not parse: keep those that do (each tried alone),
+            // and judge the chain with them.
+            Err(error) if count > 0 => {
+                let usable: Vec<_> = crls
+                    .into_iter()
+                    .filter(|crl| build(vec![crl.clone()]).is_ok())
+                    .collect();
+                let kept = usable.len();
+                notes.push(format!(
+                    "revocation not checked: cannot use {} of the {count} CRLs: {error}",
+                    count - kept
+                ));
+                let verifier =
+                    build(usable).map_err(|e| format!("cannot build the chain verifier: {e}"))?;
+                (verifier, kept)
+            }
+            Err(error) => return Err(format!("cannot build the chain verifier: {error}")),
+        };
+        Ok(ChainVerifier {
+            verifier,
+            crls: kept,
+            notes,
+        })
     }
 
     async fn crl(&self, url: &str) -> Result<Vec<u8>, String> {

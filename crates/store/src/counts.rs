@@ -240,7 +240,6 @@ impl Store {
                      (SELECT COUNT(*) {scope} status = 'active' AND not_after >= $1) AS c2",
                     &bounds[..1],
                     *scope,
-                    3,
                 ),
                 self.count_columns(
                     "(SELECT COUNT(*) {scope} status = 'active' AND not_after >= $1 AND not_after < $2) AS c0, \
@@ -249,7 +248,6 @@ impl Store {
                      (SELECT COUNT(*) {scope} status = 'active' AND not_after >= $1 AND not_after < $5) AS c3",
                     &bounds,
                     *scope,
-                    4,
                 ),
             )?;
             for (total, n) in totals.iter_mut().zip(statuses.into_iter().chain(windows)) {
@@ -265,15 +263,13 @@ impl Store {
         })
     }
 
-    /// Runs `SELECT <columns>` where each column is a count named `c0`, `c1`, ...; `{scope}`
-    /// becomes `FROM certificates WHERE` (with `tenant = $n AND` for a tenant, `$n` after the
+    /// Runs `SELECT <columns>` (each a count) and returns them in order; `{scope}` becomes `FROM certificates WHERE` (with `tenant = $n AND` for a tenant, `$n` after the
     /// `bounds`).
     async fn count_columns(
         &self,
         columns: &str,
         bounds: &[i64],
         tenant: Option<&str>,
-        n: usize,
     ) -> Result<Vec<i64>, StoreError> {
         let scope = match tenant {
             Some(_) => format!("FROM certificates WHERE tenant = ${} AND", bounds.len() + 1),
@@ -288,8 +284,8 @@ impl Store {
             query = query.bind(tenant);
         }
         let row = query.fetch_one(self.pool()).await?;
-        (0..n)
-            .map(|i| Ok(row.try_get::<i64, _>(format!("c{i}").as_str())?))
+        (0..row.columns().len())
+            .map(|i| Ok(row.try_get::<i64, _>(i)?))
             .collect()
     }
 }

@@ -69,16 +69,20 @@ fn decode(row: &AnyRow, now: i64) -> Result<CertificateRecord, StoreError> {
     })
 }
 
+/// A LIKE pattern matching `text` anywhere, case-folded.
 fn escape_like(text: &str) -> String {
+    format!("%{}%", like_literal(&text.to_lowercase()))
+}
+
+/// `text` with LIKE's metacharacters escaped by `\` (for `LIKE ... ESCAPE '\'`).
+pub(crate) fn like_literal(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len() + 2);
-    escaped.push('%');
-    for c in text.to_lowercase().chars() {
+    for c in text.chars() {
         if matches!(c, '%' | '_' | '\\') {
             escaped.push('\\');
         }
         escaped.push(c);
     }
-    escaped.push('%');
     escaped
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use sqlx::{Any, Row, Transaction};
 
+use crate::inventory::like_literal;
 use crate::{Change, Page, Store, StoreError};
 
 /// A write of this module, part of a [`Change`].
@@ -270,14 +271,7 @@ impl Store {
             conditions.push(format!("(tenant, endpoint, server_name) > ({t}, {e}, {n})"));
         }
         if let Some(finding) = &query.finding {
-            let escaped: String = finding
-                .chars()
-                .flat_map(|c| {
-                    let escape = matches!(c, '%' | '_' | '\\').then_some('\\');
-                    escape.into_iter().chain([c])
-                })
-                .collect();
-            let p = bind(format!("%,{escaped},%"), &mut binds);
+            let p = bind(format!("%,{},%", like_literal(finding)), &mut binds);
             conditions.push(format!("(',' || findings || ',') LIKE {p} ESCAPE '\\'"));
         }
         if let Some(valid) = query.valid {

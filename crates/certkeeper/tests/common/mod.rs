@@ -161,6 +161,19 @@ impl TestServer {
         )
     }
 
+    /// The `/metrics` text as `token` sees it.
+    pub async fn metrics(&self, token: &str) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("body")
+    }
+
     /// Number of certificates in the inventory (admin view).
     pub async fn inventory_count(&self) -> usize {
         let mut count = 0;
